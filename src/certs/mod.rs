@@ -1,0 +1,2 @@
+//! Certificates: `tracepatch certs generate`, the development certificate, and
+//! in-cluster self-managed certificates.

@@ -1,0 +1,276 @@
+//! Command-line interface: `serve`, `mutate`, `certs`, `config`.
+//!
+//! The doc comments are the `--help` text. Every `serve` flag has an environment
+//! variable override, so the manifests can set them from a ConfigMap or the downward API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// tracepatch: a Kubernetes mutating admission webhook that makes Istio-meshed
+/// workloads trace correctly with Datadog APM.
+#[derive(Debug, Parser)]
+#[command(name = "tracepatch", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTPS admission endpoint and the plain-HTTP health and metrics port.
+    Serve(ServeArgs),
+    /// Apply the rules offline to manifests or a saved AdmissionReview.
+    Mutate(MutateArgs),
+    /// Generate certificates for the webhook.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Check or print the rules configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// Flags of `tracepatch serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS admission endpoint.
+    #[arg(long, env = "TRACEPATCH_ADDR", default_value = "127.0.0.1:8443")]
+    pub addr: SocketAddr,
+
+    /// Address of the plain-HTTP port serving /healthz, /readyz and /metrics.
+    #[arg(long, env = "TRACEPATCH_HEALTH_ADDR", default_value = "127.0.0.1:8080")]
+    pub health_addr: SocketAddr,
+
+    /// Rules configuration file (YAML); the built-in Datadog profile when absent.
+    #[arg(long, env = "TRACEPATCH_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Serving certificate chain (PEM). Without --tls-cert and --tls-key, a
+    /// development CA and certificate are generated under --dev-cert-dir.
+    #[arg(long, env = "TRACEPATCH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key of the serving certificate (PEM).
+    #[arg(long, env = "TRACEPATCH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Where the development certificate is kept when no certificate is given.
+    #[arg(long, env = "TRACEPATCH_DEV_CERT_DIR", default_value = "certs")]
+    pub dev_cert_dir: PathBuf,
+
+    /// How often the certificate files are checked for rotation.
+    #[arg(long, env = "TRACEPATCH_CERT_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub cert_reload_interval: Duration,
+
+    /// Log format: text for a terminal, json in a cluster.
+    #[arg(long, env = "TRACEPATCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "TRACEPATCH_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Time allowed for a client to send a request's headers.
+    #[arg(long, env = "TRACEPATCH_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Most connections served at once; further connections wait in the kernel's backlog.
+    #[arg(long, env = "TRACEPATCH_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    #[command(flatten)]
+    pub self_managed: SelfManagedArgs,
+}
+
+/// In-cluster self-managed certificates (`serve --self-managed-certs`).
+#[derive(Debug, Args, Clone)]
+pub struct SelfManagedArgs {
+    /// Keep the serving certificate in a Secret and the CA in the webhook
+    /// configuration's caBundle, renewing both before expiry.
+    #[arg(long, env = "TRACEPATCH_SELF_MANAGED_CERTS", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub self_managed_certs: bool,
+
+    /// Secret holding the CA and serving certificate.
+    #[arg(
+        long = "cert-secret",
+        env = "TRACEPATCH_CERT_SECRET",
+        default_value = "tracepatch-tls"
+    )]
+    pub secret: String,
+
+    /// MutatingWebhookConfiguration whose webhooks get the caBundle.
+    #[arg(
+        long,
+        env = "TRACEPATCH_WEBHOOK_CONFIG",
+        default_value = "00-tracepatch"
+    )]
+    pub webhook_config: String,
+
+    /// Service in front of the webhook (the certificate's DNS names).
+    #[arg(long, env = "TRACEPATCH_SERVICE", default_value = "tracepatch")]
+    pub service: String,
+
+    /// Namespace of the Secret and Service; defaults to the pod's own namespace.
+    #[arg(long, env = "TRACEPATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Cluster DNS domain.
+    #[arg(
+        long,
+        env = "TRACEPATCH_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
+
+    /// Renew the certificate when it expires within this window.
+    #[arg(long, env = "TRACEPATCH_CERT_RENEW_BEFORE", default_value = "30d", value_parser = parse_duration)]
+    pub renew_before: Duration,
+
+    /// How often the Secret and caBundle are checked.
+    #[arg(long, env = "TRACEPATCH_CERT_CHECK_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub check_interval: Duration,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Flags of `tracepatch mutate`.
+#[derive(Debug, Args)]
+pub struct MutateArgs {
+    /// Input file (YAML or JSON, one or many documents); `-` reads standard input.
+    #[arg(short = 'f', long = "filename")]
+    pub file: PathBuf,
+
+    /// Rules configuration file; the built-in Datadog profile when absent.
+    #[arg(long, env = "TRACEPATCH_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Output format of the mutated documents.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Yaml)]
+    pub output: OutputFormat,
+
+    /// Print the RFC 6902 patch of each document (JSON) instead of the documents.
+    #[arg(long)]
+    pub patch: bool,
+}
+
+/// Output format of `mutate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Yaml,
+    Json,
+}
+
+/// `tracepatch certs ...`
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Generate a CA and a serving certificate for the webhook's Service.
+    Generate(GenerateArgs),
+}
+
+/// Flags of `tracepatch certs generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Service name of the webhook.
+    #[arg(long)]
+    pub service: String,
+
+    /// Namespace of the Service.
+    #[arg(long)]
+    pub namespace: String,
+
+    /// Cluster DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// Output directory for ca.crt, ca.key, tls.crt, tls.key.
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+
+    /// Validity of the serving certificate in days (the CA gets ten times as long).
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+
+    /// Extra DNS name for the serving certificate (repeatable).
+    #[arg(long = "dns")]
+    pub dns: Vec<String>,
+
+    /// Extra IP address for the serving certificate (repeatable).
+    #[arg(long = "ip")]
+    pub ip: Vec<std::net::IpAddr>,
+
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print the base64 caBundle for a MutatingWebhookConfiguration.
+    #[arg(long)]
+    pub print_ca_bundle: bool,
+}
+
+/// `tracepatch config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file; exit 1 with the line and reason if it is bad.
+    Check {
+        /// The configuration file.
+        file: PathBuf,
+    },
+    /// Print the documented default configuration (the Datadog profile).
+    Default,
+}
+
+/// Parses `500ms`, `20s`, `5m`, `12h`, `30d`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 20s, 5m, 30d)"))?;
+    let secs = |mult: u64| {
+        n.checked_mul(mult)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too long"))
+    };
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => Err(format!(
+            "{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("20s").unwrap(), Duration::from_secs(20));
+        assert_eq!(parse_duration("20").unwrap(), Duration::from_secs(20));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! tracepatch: a Kubernetes mutating admission webhook that applies the manual steps of
+//! a tracer vendor's Istio guide at admission time.
+//!
+//! The rules ([`rules`]) are pure functions from a raw JSON object to JSON Patch
+//! operations and warnings; everything else is I/O around them: the admission server,
+//! the offline `mutate` command, certificate management.
+
+pub mod certs;
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod tls;
