@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTPS admission endpoint and the plain-HTTP health and metrics port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the rules offline to manifests or a saved AdmissionReview.
     Mutate(MutateArgs),
     /// Generate certificates for the webhook.

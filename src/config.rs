@@ -106,6 +106,9 @@ pub struct LabelRequirement {
     pub operator: Operator,
     #[serde(default)]
     pub values: Vec<String>,
+    /// `values` compiled, for `Glob`.
+    #[serde(skip)]
+    patterns: Vec<glob::Pattern>,
 }
 
 /// Label requirement operators.
@@ -324,51 +327,46 @@ impl Default for UnifiedServiceTags {
 
 impl Default for AgentSidecar {
     fn default() -> Self {
-        let app_in = |values: &[&str]| LabelSelector {
+        let req = |key: &str, operator: Operator, values: &[&str]| {
+            LabelRequirement::new(
+                LabelKey::known(key),
+                operator,
+                values.iter().map(|v| v.to_string()).collect(),
+            )
+        };
+        let selector = |reqs: Vec<Result<LabelRequirement, String>>| LabelSelector {
             match_labels: BTreeMap::new(),
-            match_expressions: vec![LabelRequirement {
-                key: LabelKey::known("app"),
-                operator: Operator::In,
-                values: values.iter().map(|v| v.to_string()).collect(),
-            }],
+            // The built-in requirements are valid (a test loads them back from the
+            // documented file and compares); an invalid one would be dropped, not panic.
+            match_expressions: reqs.into_iter().flatten().collect(),
         };
         let selectors = vec![
             // The plain manifests in Datadog's guides.
-            app_in(&[
-                "datadog-agent",
-                "datadog-cluster-agent",
-                "datadog-cluster-checks-runner",
-                "datadog-clusterchecks",
-            ]),
-            // Datadog's Helm chart: app.kubernetes.io/component on a Datadog-named app.
-            LabelSelector {
-                match_labels: BTreeMap::new(),
-                match_expressions: vec![
-                    LabelRequirement {
-                        key: LabelKey::known("app.kubernetes.io/component"),
-                        operator: Operator::In,
-                        values: vec![
-                            "agent".into(),
-                            "cluster-agent".into(),
-                            "clusterchecks-agent".into(),
-                        ],
-                    },
-                    LabelRequirement {
-                        key: LabelKey::known("app.kubernetes.io/name"),
-                        operator: Operator::Glob,
-                        values: vec!["*datadog*".into()],
-                    },
+            selector(vec![req(
+                "app",
+                Operator::In,
+                &[
+                    "datadog-agent",
+                    "datadog-cluster-agent",
+                    "datadog-cluster-checks-runner",
+                    "datadog-clusterchecks",
                 ],
-            },
+            )]),
+            // Datadog's Helm chart: app.kubernetes.io/component on a Datadog-named app.
+            selector(vec![
+                req(
+                    "app.kubernetes.io/component",
+                    Operator::In,
+                    &["agent", "cluster-agent", "clusterchecks-agent"],
+                ),
+                req("app.kubernetes.io/name", Operator::Glob, &["*datadog*"]),
+            ]),
             // The Datadog Operator.
-            LabelSelector {
-                match_labels: BTreeMap::new(),
-                match_expressions: vec![LabelRequirement {
-                    key: LabelKey::known("agent.datadoghq.com/component"),
-                    operator: Operator::Exists,
-                    values: Vec::new(),
-                }],
-            },
+            selector(vec![req(
+                "agent.datadoghq.com/component",
+                Operator::Exists,
+                &[],
+            )]),
         ];
         let images = [
             "gcr.io/datadoghq/agent",
@@ -625,17 +623,35 @@ impl TryFrom<RawLabelRequirement> for LabelRequirement {
         if !needs_values && !raw.values.is_empty() {
             return Err(format!("operator {:?} takes no values", raw.operator));
         }
-        if raw.operator == Operator::Glob {
-            for v in &raw.values {
-                glob::Pattern::new(v)
-                    .map_err(|e| format!("bad pattern {v:?}: {} at character {}", e.msg, e.pos))?;
-            }
-        }
+        Self::new(raw.key, raw.operator, raw.values)
+    }
+}
+
+impl LabelRequirement {
+    /// A requirement, with `Glob` values compiled.
+    pub fn new(key: LabelKey, operator: Operator, values: Vec<String>) -> Result<Self, String> {
+        let patterns = if operator == Operator::Glob {
+            values
+                .iter()
+                .map(|v| {
+                    glob::Pattern::new(v)
+                        .map_err(|e| format!("bad pattern {v:?}: {} at character {}", e.msg, e.pos))
+                })
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
         Ok(Self {
-            key: raw.key,
-            operator: raw.operator,
-            values: raw.values,
+            key,
+            operator,
+            values,
+            patterns,
         })
+    }
+
+    /// For `Glob`: whether `value` matches one of the patterns.
+    pub fn glob_matches(&self, value: &str) -> bool {
+        self.patterns.iter().any(|p| p.matches(value))
     }
 }
 

@@ -2,11 +2,17 @@
 //! a tracer vendor's Istio guide at admission time.
 //!
 //! The rules ([`rules`]) are pure functions from a raw JSON object to JSON Patch
-//! operations and warnings; everything else is I/O around them: the admission server,
-//! the offline `mutate` command, certificate management.
+//! operations and warnings; [`engine`] decides which rules apply to which object;
+//! everything else is I/O around them: the admission server, the offline `mutate`
+//! command, certificate management.
 
+pub mod admission;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod health;
+pub mod mutate;
+pub mod proxy_config;
+pub mod rules;
 pub mod tls;

@@ -1,11 +1,82 @@
-use clap::Parser;
-use tracepatch::cli::{Cli, Command};
+//! The `tracepatch` binary: parse the command line, run the command, and turn any
+//! error into one line on standard error and exit status 1.
 
-fn main() -> anyhow::Result<()> {
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tracepatch::cli::{Cli, Command, ConfigCommand, MutateArgs, OutputFormat};
+use tracepatch::config::Config;
+use tracepatch::engine::Engine;
+use tracepatch::mutate;
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(_) | Command::Mutate(_) | Command::Certs(_) | Command::Config(_) => {
-            anyhow::bail!("not yet wired")
+    let result = match cli.command {
+        Command::Serve(_) => Err(anyhow::anyhow!("serve: not wired yet")),
+        Command::Mutate(args) => run_mutate(&args),
+        Command::Certs(_) => Err(anyhow::anyhow!("certs: not wired yet")),
+        Command::Config(cmd) => run_config(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// Loads the configuration file, or the built-in Datadog profile.
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    })
+}
+
+fn run_mutate(args: &MutateArgs) -> anyhow::Result<()> {
+    let engine = Engine::new(load_config(args.config.as_deref())?);
+    let input = if args.file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read standard input")?;
+        buf
+    } else {
+        std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?
+    };
+    let output = match (args.patch, args.output) {
+        (true, _) => mutate::Output::Patch,
+        (false, OutputFormat::Yaml) => mutate::Output::Yaml,
+        (false, OutputFormat::Json) => mutate::Output::Json,
+    };
+    let result = mutate::run(&engine, &input, output)?;
+    let mut stderr = std::io::stderr().lock();
+    for w in &result.warnings {
+        let _ = writeln!(stderr, "Warning: {w}");
+    }
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(result.stdout.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        // `tracepatch mutate ... | head` is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(e).context("cannot write standard output"),
+    }
+}
+
+fn run_config(cmd: ConfigCommand) -> anyhow::Result<()> {
+    match cmd {
+        ConfigCommand::Check { file } => {
+            Config::load(&file)?;
+            println!("{}: ok", file.display());
+        }
+        ConfigCommand::Default => print!("{}", Config::EXAMPLE),
+    }
+    Ok(())
 }

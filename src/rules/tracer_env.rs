@@ -1,0 +1,334 @@
+//! Rule 1: tracer environment variables from a pod annotation into the Istio sidecar.
+//!
+//! Source: the annotations listed in the configuration (default
+//! `apm.datadoghq.com/env`), each a JSON object of variables, then Datadog's unified
+//! service tagging labels (`tags.datadoghq.com/env` → `DD_ENV`, ...) for names no
+//! annotation set.
+//!
+//! Two ways into the sidecar, both on by default:
+//! - before Istio injects: merged into `proxyMetadata` of the `proxy.istio.io/config`
+//!   annotation, which Istio's injector turns into the sidecar's environment (and keeps
+//!   on re-injection);
+//! - sidecar already present (reinvocation after the injector, a sidecar in the
+//!   manifest, or a native sidecar in `initContainers`): set on the container directly.
+
+use std::fmt;
+
+use jsonptr::Token;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::{Ctx, containers, idx, meta_map, meta_str};
+use crate::config::{TracerEnv, is_env_var_name};
+use crate::proxy_config;
+
+/// Istio's per-pod proxy configuration annotation.
+pub const PROXY_CONFIG: &str = "proxy.istio.io/config";
+
+/// A variable to set, in the order it should appear.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Var {
+    pub name: String,
+    pub value: String,
+}
+
+/// Applies rule 1 to a pod (or pod template) at the context's base.
+pub fn apply(pod: &Value, cfg: &TracerEnv, cx: &mut Ctx<'_>) {
+    if !cfg.enabled {
+        return;
+    }
+    let vars = match collect(pod, cfg, cx) {
+        Some(vars) if !vars.is_empty() => vars,
+        _ => return,
+    };
+    if cfg.proxy_metadata {
+        into_proxy_metadata(pod, &vars, cx);
+    }
+    if cfg.sidecar_env {
+        into_containers(pod, &vars, cfg, cx);
+    }
+}
+
+/// The variables the pod asks for, in order; `None` when an annotation is malformed:
+/// the owner's intent is unknown, so the rule changes nothing.
+fn collect(pod: &Value, cfg: &TracerEnv, cx: &mut Ctx<'_>) -> Option<Vec<Var>> {
+    let mut vars: Vec<Var> = Vec::new();
+    let annotations = meta_map(pod, "annotations");
+    for key in &cfg.annotations {
+        let key = key.as_str();
+        let Some(raw) = annotations.and_then(|a| a.get(key)) else {
+            continue;
+        };
+        let Some(text) = raw.as_str() else {
+            cx.warn(format!(
+                "annotation {key}: not a string; no variables set from it"
+            ));
+            return None;
+        };
+        let entries = match parse_object(text) {
+            Ok(entries) => entries,
+            Err(e) => {
+                cx.warn(format!(
+                    "annotation {key}: invalid JSON ({e}); no variables set, pod admitted unchanged by this rule"
+                ));
+                return None;
+            }
+        };
+        for (name, raw) in entries {
+            let Some(value) = env_text(raw) else {
+                cx.warn(format!("annotation {key}: {name} is null; skipped"));
+                continue;
+            };
+            if !is_env_var_name(&name) {
+                cx.warn(format!(
+                    "annotation {key}: {name:?} is not a valid environment variable name; skipped"
+                ));
+                continue;
+            }
+            set(&mut vars, name, value);
+        }
+    }
+    let ust = &cfg.unified_service_tags;
+    if ust.enabled {
+        for (label, env) in &ust.labels {
+            if vars.iter().any(|v| v.name == env.as_str()) {
+                continue;
+            }
+            if let Some(value) = meta_str(pod, "labels", label.as_str())
+                && !value.is_empty()
+            {
+                vars.push(Var {
+                    name: env.as_str().to_owned(),
+                    value: value.to_owned(),
+                });
+            }
+        }
+    }
+    Some(vars)
+}
+
+/// Sets `name`, keeping the position of its first appearance and the latest value.
+fn set(vars: &mut Vec<Var>, name: String, value: String) {
+    match vars.iter_mut().find(|v| v.name == name) {
+        Some(v) => v.value = value,
+        None => vars.push(Var { name, value }),
+    }
+}
+
+/// Channel 1: merge into `proxyMetadata` of `proxy.istio.io/config`.
+fn into_proxy_metadata(pod: &Value, vars: &[Var], cx: &mut Ctx<'_>) {
+    let existing = meta_str(pod, "annotations", PROXY_CONFIG);
+    if existing.is_none()
+        && meta_map(pod, "annotations").is_some_and(|a| a.contains_key(PROXY_CONFIG))
+    {
+        cx.warn(format!(
+            "annotation {PROXY_CONFIG}: not a string; left alone"
+        ));
+        return;
+    }
+    let merged = match proxy_config::merge_proxy_metadata(existing, vars) {
+        Ok(Some(text)) => text,
+        Ok(None) => return,
+        Err(reason) => {
+            cx.warn(format!(
+                "annotation {PROXY_CONFIG}: cannot be read ({reason}); left alone, variables set on the sidecar only if present"
+            ));
+            return;
+        }
+    };
+    if let Err(e) = cx.ensure_map(pod, &["metadata", "annotations"]) {
+        cx.warn(format!("{} is not a map; {PROXY_CONFIG} not set", e.field));
+        return;
+    }
+    cx.add(
+        [
+            Token::new("metadata"),
+            Token::new("annotations"),
+            Token::new(PROXY_CONFIG),
+        ],
+        Value::String(merged),
+    );
+}
+
+/// Channel 2: set on the target containers already in the pod.
+fn into_containers(pod: &Value, vars: &[Var], cfg: &TracerEnv, cx: &mut Ctx<'_>) {
+    for (list, i, container) in containers(pod) {
+        let Some(name) = container.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let init = list == "initContainers";
+        let native_sidecar =
+            container.get("restartPolicy").and_then(Value::as_str) == Some("Always");
+        if !cfg.containers.selects(name, native_sidecar, init) {
+            continue;
+        }
+        let env = container.get("env");
+        let entries: &[Value] = env.and_then(Value::as_array).map_or(&[], Vec::as_slice);
+        let env_tokens = || {
+            [
+                Token::new("spec"),
+                Token::new(list),
+                idx(i),
+                Token::new("env"),
+            ]
+        };
+        let mut ensured = false;
+        for var in vars {
+            // Kubernetes lets a name repeat; the last entry is the one that takes effect.
+            let found =
+                entries.iter().enumerate().rev().find(|(_, e)| {
+                    e.get("name").and_then(Value::as_str) == Some(var.name.as_str())
+                });
+            match found {
+                Some((j, entry)) => {
+                    if entry.get("valueFrom").is_some_and(|v| !v.is_null()) {
+                        cx.warn(format!(
+                            "container {name}: {} is set from valueFrom; left alone",
+                            var.name
+                        ));
+                        continue;
+                    }
+                    if entry.get("value").and_then(Value::as_str).unwrap_or("") == var.value {
+                        continue;
+                    }
+                    let [spec, l, c, e] = env_tokens();
+                    cx.add(
+                        [spec, l, c, e, idx(j), Token::new("value")],
+                        json!(var.value),
+                    );
+                }
+                None => {
+                    if !ensured {
+                        if !cx.ensure_array(env, env_tokens()) {
+                            cx.warn(format!("container {name}: env is not a list; left alone"));
+                            break;
+                        }
+                        ensured = true;
+                    }
+                    let [spec, l, c, e] = env_tokens();
+                    cx.add(
+                        [spec, l, c, e, Token::new("-")],
+                        json!({"name": var.name, "value": var.value}),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The text a JSON value becomes as an environment variable: strings as they are,
+/// numbers and booleans as their JSON text, arrays and objects as compact JSON text;
+/// `None` for null.
+fn env_text(raw: &RawValue) -> Option<String> {
+    let text = raw.get().trim();
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(text).ok(),
+        Some(b'n') | None => None,
+        Some(b'[' | b'{') => Some(compact_json(text)),
+        Some(_) => Some(text.to_owned()),
+    }
+}
+
+/// Removes insignificant whitespace from valid JSON text, keeping key order and the
+/// exact spelling of numbers.
+fn compact_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Parses a JSON object into its entries in document order, each value as its raw text.
+pub fn parse_object(text: &str) -> Result<Vec<(String, &RawValue)>, serde_json::Error> {
+    struct Entries<'a>(Vec<(String, &'a RawValue)>);
+
+    impl<'de> serde::Deserialize<'de> for Entries<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Entries<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a JSON object of environment variables")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                    let mut entries = Vec::new();
+                    while let Some(k) = map.next_key::<String>()? {
+                        let v: &'de RawValue = map.next_value()?;
+                        entries.push((k, v));
+                    }
+                    Ok(Entries(entries))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+
+    serde_json::from_str::<Entries<'_>>(text).map(|e| e.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(json: &str) -> Vec<(String, Option<String>)> {
+        parse_object(json)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, env_text(v)))
+            .collect()
+    }
+
+    #[test]
+    fn values_become_env_text() {
+        let got = texts(
+            r#"{ "S": "prod", "B": true, "N": 0.5, "E": 1e3, "Z": null,
+                 "A": [ {"service": "a b", "sample_rate": 0.5} ], "O": {"z": 1, "a": "x\" y"} }"#,
+        );
+        let want = [
+            ("S", Some("prod")),
+            ("B", Some("true")),
+            ("N", Some("0.5")),
+            ("E", Some("1e3")),
+            ("Z", None),
+            ("A", Some(r#"[{"service":"a b","sample_rate":0.5}]"#)),
+            ("O", Some(r#"{"z":1,"a":"x\" y"}"#)),
+        ];
+        assert_eq!(got.len(), want.len());
+        for ((k, v), (wk, wv)) in got.iter().zip(want) {
+            assert_eq!(k, wk);
+            assert_eq!(v.as_deref(), wv, "{k}");
+        }
+    }
+
+    #[test]
+    fn escaped_keys_are_decoded() {
+        let got = texts(r#"{"DD_\u0045NV": "x"}"#);
+        assert_eq!(got[0].0, "DD_ENV");
+    }
+
+    #[test]
+    fn malformed_json_reports_line_and_column() {
+        let err = parse_object("{\n \"DD_ENV\": }").unwrap_err();
+        assert!(err.to_string().contains("line 2 column"), "{err}");
+        let err = parse_object("[1]").unwrap_err();
+        assert!(err.to_string().contains("a JSON object"), "{err}");
+    }
+}
