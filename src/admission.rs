@@ -1,28 +1,32 @@
 //! AdmissionReview in, AdmissionReview out: the one place that turns rule outcomes into
 //! a response.
 //!
-//! The request is decoded once, straight from the body: kube's `Operation` and
-//! `GroupVersionKind`, the object as a raw `serde_json::Value` (never a typed round trip,
-//! which would drop fields from a newer Kubernetes), and everything else (`oldObject`,
-//! `userInfo`, `options`) skipped without being built. kube's `AdmissionRequest<T>`
-//! needs a typed `T: Resource` and its `AdmissionResponse` writes the patch as an array
-//! of numbers, so the two envelopes are declared here; the wire format is the
-//! `admission.k8s.io/v1` one, with the patch base64-encoded as the API documents.
+//! The body is parsed once into a simd-json tape (strings borrowed from the body) and
+//! the rules read the object through the [`Json`] view: no typed round trip (which
+//! would drop fields from a newer Kubernetes) and no `serde_json::Value` tree, which on
+//! a meshed pod costs several times everything else a request costs (BENCHMARKS.md).
+//! kube's `AdmissionRequest<T>` needs a typed `T: Resource`, and its
+//! `AdmissionResponse` writes the patch as an array of numbers, so the envelopes are
+//! read and written here; the wire format is `admission.k8s.io/v1`, the patch
+//! base64-encoded as the API documents; kube's `Operation` and `GroupVersionKind` are
+//! reused.
 //!
 //! A mutating tracing webhook never blocks a workload: every answer to a valid review
 //! is `allowed: true`. A body that is not a valid review gets a [`ReviewError`], which
 //! the server turns into HTTP 400 with a one-line reason; the apiserver then applies
 //! the configuration's `failurePolicy` (`Ignore`).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::engine::{Engine, Kind};
+use crate::json::Json;
 use crate::rules::{Outcome, RuleId};
 
 /// The only AdmissionReview version served (the apiserver sends what the webhook
@@ -74,36 +78,6 @@ pub struct Reviewed {
     pub name: String,
     pub dry_run: bool,
     pub outcome: Outcome,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewIn {
-    #[serde(default)]
-    api_version: Option<String>,
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    request: Option<RequestIn>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RequestIn {
-    #[serde(default)]
-    uid: String,
-    kind: GroupVersionKind,
-    operation: Operation,
-    #[serde(default)]
-    sub_resource: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    dry_run: Option<bool>,
-    #[serde(default)]
-    object: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -184,61 +158,123 @@ impl Reviewed {
 
 /// Decodes a review body and runs the rules.
 pub fn review(engine: &Engine, body: &[u8]) -> Result<Reviewed, ReviewError> {
-    let review: ReviewIn =
-        serde_json::from_slice(body).map_err(|e| ReviewError::Decode(e.to_string()))?;
-    match review.api_version.as_deref() {
+    // simd-json unescapes strings in place; the copy is a memcpy of the body.
+    let mut buf = body.to_vec();
+    let tape = parse(&mut buf).map_err(|e| ReviewError::Decode(format!("not valid JSON: {e}")))?;
+    let root = tape.as_value();
+    if !root.is_object() {
+        return Err(ReviewError::Decode(format!(
+            "expected a JSON object, found {}",
+            root.type_name()
+        )));
+    }
+    match root.get("apiVersion").and_then(Json::as_str) {
         Some(API_VERSION) => {}
         other => return Err(ReviewError::ApiVersion(other.unwrap_or("").to_owned())),
     }
-    match review.kind.as_deref() {
+    match root.get("kind").and_then(Json::as_str) {
         Some("AdmissionReview") => {}
         other => return Err(ReviewError::Kind(other.unwrap_or("").to_owned())),
     }
-    let request = review.request.ok_or(ReviewError::NoRequest)?;
-    if request.uid.is_empty() {
-        return Err(ReviewError::NoUid);
-    }
-    let kind = Kind::from_group_kind(&request.kind.group, &request.kind.kind);
+    let request = match root.get("request") {
+        Some(r) if r.is_object() => r,
+        Some(r) if !r.is_null() => {
+            return Err(ReviewError::Decode(format!(
+                "request is {}, expected an object",
+                r.type_name()
+            )));
+        }
+        _ => return Err(ReviewError::NoRequest),
+    };
+    let field = |name: &str| request.get(name).and_then(Json::as_str);
+    let uid = field("uid")
+        .filter(|u| !u.is_empty())
+        .ok_or(ReviewError::NoUid)?;
+    let gvk = request
+        .get("kind")
+        .and_then(|k| {
+            Some((
+                k.get("group")?.as_str()?,
+                k.get("version")?.as_str()?,
+                k.get("kind")?.as_str()?,
+            ))
+        })
+        .ok_or_else(|| {
+            ReviewError::Decode(
+                "request.kind must be an object with group, version and kind".into(),
+            )
+        })?;
+    let operation = match field("operation") {
+        Some("CREATE") => Operation::Create,
+        Some("UPDATE") => Operation::Update,
+        Some("DELETE") => Operation::Delete,
+        Some("CONNECT") => Operation::Connect,
+        other => {
+            return Err(ReviewError::Decode(format!(
+                "request.operation is {other:?}, expected CREATE, UPDATE, DELETE or CONNECT"
+            )));
+        }
+    };
+    let kind = Kind::from_group_kind(gvk.0, gvk.2);
     let handled = matches!(
-        (kind, &request.operation),
+        (kind, &operation),
         (Kind::Pod, Operation::Create)
             | (
                 Kind::Service | Kind::CronJob,
                 Operation::Create | Operation::Update
             )
     );
-    let subresource = request
-        .sub_resource
-        .as_deref()
-        .is_some_and(|s| !s.is_empty());
+    let subresource = field("subResource").is_some_and(|s| !s.is_empty());
+    let object = request.get("object");
     let outcome = if handled && !subresource {
-        match &request.object {
-            Some(obj @ Value::Object(_)) => engine.admit(kind, &request.operation, obj),
-            Some(other) => return Err(ReviewError::NotAnObject(type_name(other))),
+        match object {
+            Some(obj) if obj.is_object() => engine.admit(kind, &operation, obj),
+            Some(other) => return Err(ReviewError::NotAnObject(other.type_name())),
             None => return Err(ReviewError::NotAnObject("missing")),
         }
     } else {
         Outcome::default()
     };
-    let meta = request.object.as_ref().and_then(|o| o.get("metadata"));
-    let name = request
-        .name
+    let name = field("name")
         .filter(|n| !n.is_empty())
+        .map(str::to_owned)
         .or_else(|| {
-            meta.and_then(|m| m.get("generateName"))
-                .and_then(Value::as_str)
+            object
+                .and_then(|o| o.get("metadata"))
+                .and_then(|m| m.get("generateName"))
+                .and_then(Json::as_str)
                 .map(|g| format!("{g}*"))
         })
         .unwrap_or_default();
+    let dry_run = request
+        .get("dryRun")
+        .and_then(|d| simd_json::prelude::ValueAsScalar::as_bool(&d))
+        .unwrap_or(false);
     Ok(Reviewed {
-        uid: request.uid,
-        kind: request.kind,
-        operation: request.operation,
-        namespace: request.namespace.unwrap_or_default(),
+        uid: uid.to_owned(),
+        kind: GroupVersionKind::gvk(gvk.0, gvk.1, gvk.2),
+        operation,
+        namespace: field("namespace").unwrap_or("").to_owned(),
         name,
-        dry_run: request.dry_run.unwrap_or(false),
+        dry_run,
         outcome,
     })
+}
+
+/// Bodies up to this size reuse the thread's parser buffers; larger ones (rare, up to
+/// [`MAX_BODY_BYTES`]) get their own, so a single huge request does not leave every
+/// worker thread holding megabytes.
+const REUSE_BUFFERS_UP_TO: usize = 256 * 1024;
+
+thread_local! {
+    static BUFFERS: RefCell<simd_json::Buffers> = RefCell::new(simd_json::Buffers::new(16 * 1024));
+}
+
+fn parse(buf: &mut [u8]) -> simd_json::Result<simd_json::tape::Tape<'_>> {
+    if buf.len() > REUSE_BUFFERS_UP_TO {
+        return simd_json::to_tape(buf);
+    }
+    BUFFERS.with_borrow_mut(|buffers| simd_json::to_tape_with_buffers(buf, buffers))
 }
 
 /// The warnings as sent: prefixed with the rule, one line, bounded in length and number.
@@ -274,17 +310,6 @@ fn one_line(s: &str) -> String {
         out.push('…');
     }
     out
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

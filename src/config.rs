@@ -87,7 +87,7 @@ pub struct AgentSidecar {
     pub selectors: Vec<LabelSelector>,
     /// ...or any of its containers runs an image whose repository matches one of these
     /// glob patterns (the tag and digest are ignored; `docker.io/` is implied).
-    pub images: Vec<GlobPattern>,
+    pub images: Vec<ImagePattern>,
 }
 
 /// A Kubernetes-style label selector, with one extra operator: `Glob`.
@@ -180,9 +180,19 @@ pub struct EnvName(String);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct PortNumber(u16);
 
-/// A compiled glob pattern (`*`, `?`, `[...]`).
+/// An image repository pattern: a literal (compared as is, the common case) or a glob
+/// (`*`, `?`, `[...]`), written in Docker's normalized form (`datadog/agent`, not
+/// `docker.io/library/...`).
 #[derive(Clone, Debug)]
-pub struct GlobPattern(glob::Pattern);
+pub enum ImagePattern {
+    Literal(String),
+    /// A glob, with the literal text after its last wildcard: a repository must end
+    /// with it, which rules out most candidates before the (backtracking) glob match.
+    Glob {
+        pattern: glob::Pattern,
+        suffix: String,
+    },
+}
 
 /// Why a configuration file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -383,7 +393,7 @@ impl Default for AgentSidecar {
             "registry.datadoghq.com/cluster-agent",
         ]
         .into_iter()
-        .map(GlobPattern::known)
+        .filter_map(|p| ImagePattern::parse(p).ok())
         .collect();
         Self {
             enabled: true,
@@ -548,48 +558,86 @@ impl<'de> Deserialize<'de> for PortNumber {
     }
 }
 
-// === impl GlobPattern ===
+// === impl ImagePattern ===
 
-impl GlobPattern {
-    fn known(s: &str) -> Self {
-        match glob::Pattern::new(s) {
-            Ok(p) => Self(p),
-            // The built-in patterns are literals checked by tests; an escaped literal
-            // keeps this total without a panic path.
-            Err(_) => Self(glob::Pattern::new(&glob::Pattern::escape(s)).unwrap_or_default()),
+impl ImagePattern {
+    /// Parses a pattern, dropping Docker Hub's implied `docker.io/` and `library/`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = normalize_repository(s);
+        if s.is_empty() {
+            return Err("empty image pattern".into());
+        }
+        if !s.contains(['*', '?', '[']) {
+            return Ok(Self::Literal(s.to_owned()));
+        }
+        let pattern = glob::Pattern::new(s)
+            .map_err(|e| format!("bad pattern {s:?}: {} at character {}", e.msg, e.pos))?;
+        let suffix = s
+            .rfind(['*', '?', ']'])
+            .map_or(s, |i| &s[i + 1..])
+            .to_owned();
+        Ok(Self::Glob { pattern, suffix })
+    }
+
+    /// Whether a normalized repository (see [`normalize_repository`]) matches.
+    pub fn matches(&self, repository: &str) -> bool {
+        match self {
+            Self::Literal(l) => l == repository,
+            Self::Glob { pattern, suffix } => {
+                repository.ends_with(suffix.as_str()) && pattern.matches(repository)
+            }
         }
     }
 
-    pub fn matches(&self, s: &str) -> bool {
-        self.0.matches(s)
-    }
-
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        match self {
+            Self::Literal(l) => l,
+            Self::Glob { pattern, .. } => pattern.as_str(),
+        }
     }
 }
 
-impl PartialEq for GlobPattern {
+impl PartialEq for ImagePattern {
     fn eq(&self, other: &Self) -> bool {
-        self.0.as_str() == other.0.as_str()
+        self.as_str() == other.as_str()
     }
 }
 
-impl<'de> Deserialize<'de> for GlobPattern {
+impl<'de> Deserialize<'de> for ImagePattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        glob::Pattern::new(&s).map(Self).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "bad pattern {s:?}: {} at character {}",
-                e.msg, e.pos
-            ))
-        })
+        Self::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
-impl Serialize for GlobPattern {
+impl Serialize for ImagePattern {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.as_str().serialize(s)
+        self.as_str().serialize(s)
+    }
+}
+
+/// An image reference or repository in Docker's normalized form: without a tag or
+/// digest, and without Docker Hub's implied `docker.io/` (or `index.docker.io/`) and
+/// `library/` prefixes. `docker.io/datadog/agent:7@sha256:…` → `datadog/agent`.
+pub fn normalize_repository(image: &str) -> &str {
+    let image = image.split('@').next().unwrap_or(image);
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    let repo = match image[last_slash..].find(':') {
+        Some(colon) => &image[..last_slash + colon],
+        None => image,
+    };
+    let repo = ["docker.io/", "index.docker.io/", "registry-1.docker.io/"]
+        .iter()
+        .find_map(|p| repo.strip_prefix(p))
+        .unwrap_or(repo);
+    // `library/` is implied only for Docker Hub images, which have no registry host.
+    let hub = repo.split_once('/').is_none_or(|(first, _)| {
+        !(first.contains('.') || first.contains(':') || first == "localhost")
+    });
+    if hub {
+        repo.strip_prefix("library/").unwrap_or(repo)
+    } else {
+        repo
     }
 }
 

@@ -11,6 +11,7 @@ use kube::core::admission::Operation;
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::json::Json;
 use crate::rules::{Outcome, RuleId, agent_sidecar, cronjob_app, meta_str, trace_port, tracer_env};
 
 /// The kinds tracepatch knows.
@@ -88,7 +89,7 @@ impl Engine {
     }
 
     /// The rules for an object arriving at the webhook.
-    pub fn admit(&self, kind: Kind, operation: &Operation, obj: &Value) -> Outcome {
+    pub fn admit<'a, J: Json<'a>>(&self, kind: Kind, operation: &Operation, obj: J) -> Outcome {
         let mut out = Outcome::default();
         if self.opted_out(obj) {
             return out;
@@ -135,7 +136,7 @@ impl Engine {
             patched = copy;
             &patched
         };
-        let Some(pod) = template.iter().try_fold(doc, |v, f| v.get(*f)) else {
+        let Some(pod) = template.iter().try_fold(doc, |v: &Value, f| v.get(*f)) else {
             return out;
         };
         if !pod.is_object() {
@@ -149,7 +150,7 @@ impl Engine {
     }
 
     /// Rules 1, 2 and the opt-in part of 3, on a pod or pod template at `base`.
-    fn pod_rules(&self, pod: &Value, base: &Pointer, out: &mut Outcome) {
+    fn pod_rules<'a, J: Json<'a>>(&self, pod: J, base: &Pointer, out: &mut Outcome) {
         if self.opted_out(pod) {
             return;
         }
@@ -164,7 +165,7 @@ impl Engine {
     }
 
     /// Whether the object carries the opt-out label set to `"false"`.
-    pub fn opted_out(&self, obj: &Value) -> bool {
+    pub fn opted_out<'a, J: Json<'a>>(&self, obj: J) -> bool {
         meta_str(obj, "labels", self.config.opt_out.label.as_str()) == Some("false")
     }
 }

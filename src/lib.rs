@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod health;
+pub mod json;
 pub mod mutate;
 pub mod proxy_config;
 pub mod rules;

@@ -12,6 +12,11 @@ use tracepatch::config::Config;
 use tracepatch::engine::Engine;
 use tracepatch::mutate;
 
+/// mimalloc: the admission path allocates small, short-lived buffers per request, which
+/// it serves markedly faster than glibc's allocator (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

@@ -3,7 +3,9 @@
 //! Rule 1 merges variables into its `proxyMetadata` map. The annotation may already
 //! hold other settings (`holdApplicationUntilProxyStarts`, `tracing`, its own
 //! `proxyMetadata`), so it is read into an order-preserving tree, changed only where
-//! needed, and written back in the format it came in (JSON stays JSON).
+//! needed, and written back in the format it came in (YAML stays YAML). A new
+//! annotation is written as compact JSON, which Istio reads like YAML and which is
+//! cheapest to read again when the apiserver reinvokes the webhook.
 
 use std::fmt;
 
@@ -34,7 +36,7 @@ pub fn merge_proxy_metadata(
     vars: &[Var],
 ) -> Result<Option<String>, String> {
     let text = existing.unwrap_or("").trim();
-    let json = text.starts_with('{');
+    let json = text.is_empty() || text.starts_with('{');
     let mut root = if text.is_empty() {
         Node::Map(Vec::new())
     } else if json {
@@ -212,7 +214,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             out,
-            "proxyMetadata:\n  DD_ENV: prod\n  B: \"true\"\n  A: \"0.5\"\n"
+            r#"{"proxyMetadata":{"DD_ENV":"prod","B":"true","A":"0.5"}}"#
         );
         let reread = merge_proxy_metadata(
             Some(&out),

@@ -12,10 +12,11 @@
 //! left alone: explicit intent wins.
 
 use jsonptr::Token;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{Ctx, containers, meta_map, meta_str};
-use crate::config::{AgentSidecar, LabelSelector, Operator};
+use crate::config::{AgentSidecar, LabelSelector, Operator, normalize_repository};
+use crate::json::Json;
 
 /// Istio's injection switch, as label and annotation.
 pub const INJECT: &str = "sidecar.istio.io/inject";
@@ -23,7 +24,7 @@ pub const INJECT: &str = "sidecar.istio.io/inject";
 pub const DATAPLANE_MODE: &str = "istio.io/dataplane-mode";
 
 /// Applies rule 2 to a pod (or pod template).
-pub fn apply(pod: &Value, cfg: &AgentSidecar, cx: &mut Ctx<'_>) {
+pub fn apply<'a, J: Json<'a>>(pod: J, cfg: &AgentSidecar, cx: &mut Ctx<'_>) {
     if !cfg.enabled || !is_agent(pod, cfg) {
         return;
     }
@@ -82,10 +83,10 @@ fn label_path(key: &str) -> [Token<'_>; 3] {
 }
 
 /// Whether the pod is a tracing agent's, by its labels or its images.
-pub fn is_agent(pod: &Value, cfg: &AgentSidecar) -> bool {
-    let empty = Map::new();
-    let labels = meta_map(pod, "labels").unwrap_or(&empty);
-    if cfg.selectors.iter().any(|s| selector_matches(s, labels)) {
+pub fn is_agent<'a, J: Json<'a>>(pod: J, cfg: &AgentSidecar) -> bool {
+    let labels = meta_map(pod, "labels");
+    let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(J::as_str);
+    if cfg.selectors.iter().any(|s| selector_matches(s, label)) {
         return true;
     }
     if cfg.images.is_empty() {
@@ -93,14 +94,13 @@ pub fn is_agent(pod: &Value, cfg: &AgentSidecar) -> bool {
     }
     containers(pod).any(|(_, _, c)| {
         c.get("image")
-            .and_then(Value::as_str)
+            .and_then(J::as_str)
             .is_some_and(|image| image_matches(image, cfg))
     })
 }
 
-/// Kubernetes label selector semantics, plus `Glob`.
-pub fn selector_matches(sel: &LabelSelector, labels: &Map<String, Value>) -> bool {
-    let get = |k: &str| labels.get(k).and_then(Value::as_str);
+/// Kubernetes label selector semantics, plus `Glob`; `get` looks up a label value.
+pub fn selector_matches<'v>(sel: &LabelSelector, get: impl Fn(&str) -> Option<&'v str>) -> bool {
     sel.match_labels
         .iter()
         .all(|(k, v)| get(k.as_str()) == Some(v.as_str()))
@@ -116,43 +116,11 @@ pub fn selector_matches(sel: &LabelSelector, labels: &Map<String, Value>) -> boo
         })
 }
 
-/// Whether an image reference's repository matches a configured pattern. The tag and
-/// digest are ignored; a Docker Hub image is tried with and without `docker.io/`.
+/// Whether an image reference's repository matches a configured pattern (both in
+/// Docker's normalized form: no tag or digest, no implied `docker.io/`).
 pub fn image_matches(image: &str, cfg: &AgentSidecar) -> bool {
-    let repo = repository(image);
-    let hub = !has_registry_host(repo);
-    let repo = if hub {
-        repo.strip_prefix("library/").unwrap_or(repo)
-    } else {
-        ["docker.io/", "index.docker.io/", "registry-1.docker.io/"]
-            .iter()
-            .find_map(|p| repo.strip_prefix(p))
-            .map(|r| r.strip_prefix("library/").unwrap_or(r))
-            .unwrap_or(repo)
-    };
-    let with_hub = format!("docker.io/{repo}");
-    cfg.images
-        .iter()
-        .any(|p| p.matches(repo) || (!has_registry_host(repo) && p.matches(&with_hub)))
-}
-
-/// `registry/path/name:tag@digest` → `registry/path/name`.
-fn repository(image: &str) -> &str {
-    let image = image.split('@').next().unwrap_or(image);
-    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
-    match image[last_slash..].find(':') {
-        Some(colon) => &image[..last_slash + colon],
-        None => image,
-    }
-}
-
-/// Docker's rule: the first component names a registry if it has a `.` or `:`, or is
-/// `localhost`.
-fn has_registry_host(repo: &str) -> bool {
-    match repo.split_once('/') {
-        Some((first, _)) => first.contains('.') || first.contains(':') || first == "localhost",
-        None => false,
-    }
+    let repo = normalize_repository(image);
+    cfg.images.iter().any(|p| p.matches(repo))
 }
 
 #[cfg(test)]
@@ -190,10 +158,22 @@ mod tests {
     }
 
     #[test]
-    fn repository_strips_tag_and_digest_but_not_registry_port() {
-        assert_eq!(repository("reg:5000/a/b:1.0@sha256:ab"), "reg:5000/a/b");
-        assert_eq!(repository("reg:5000/a/b"), "reg:5000/a/b");
-        assert_eq!(repository("b"), "b");
+    fn repository_strips_tag_digest_and_docker_hub_prefixes() {
+        assert_eq!(
+            normalize_repository("reg:5000/a/b:1.0@sha256:ab"),
+            "reg:5000/a/b"
+        );
+        assert_eq!(normalize_repository("reg:5000/a/b"), "reg:5000/a/b");
+        assert_eq!(normalize_repository("b"), "b");
+        assert_eq!(normalize_repository("docker.io/library/nginx:1"), "nginx");
+        assert_eq!(
+            normalize_repository("index.docker.io/datadog/agent"),
+            "datadog/agent"
+        );
+        assert_eq!(
+            normalize_repository("localhost/library/x"),
+            "localhost/library/x"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::{Ctx, meta_str};
 use crate::config::{CronJobApp, is_label_value};
+use crate::json::Json;
 
 const JOB_TEMPLATE: [&str; 4] = ["spec", "jobTemplate", "metadata", "labels"];
 const POD_TEMPLATE: [&str; 6] = [
@@ -23,7 +24,7 @@ const POD_TEMPLATE: [&str; 6] = [
 ];
 
 /// Applies rule 4 to a CronJob.
-pub fn apply(cronjob: &Value, cfg: &CronJobApp, cx: &mut Ctx<'_>) {
+pub fn apply<'a, J: Json<'a>>(cronjob: J, cfg: &CronJobApp, cx: &mut Ctx<'_>) {
     if !cfg.enabled {
         return;
     }
@@ -46,7 +47,7 @@ pub fn apply(cronjob: &Value, cfg: &CronJobApp, cx: &mut Ctx<'_>) {
             cronjob
                 .get("metadata")
                 .and_then(|m| m.get("name"))
-                .and_then(Value::as_str)
+                .and_then(J::as_str)
         })
         .filter(|v| !v.is_empty());
     let Some(value) = value else {
@@ -88,10 +89,10 @@ pub fn apply(cronjob: &Value, cfg: &CronJobApp, cx: &mut Ctx<'_>) {
     }
 }
 
-fn job_template(cronjob: &Value) -> Option<&Value> {
+fn job_template<'a, J: Json<'a>>(cronjob: J) -> Option<J> {
     cronjob.get("spec").and_then(|s| s.get("jobTemplate"))
 }
 
-fn label<'v>(obj: Option<&'v Value>, key: &str) -> Option<&'v Value> {
+fn label<'a, J: Json<'a>>(obj: Option<J>, key: &str) -> Option<J> {
     obj?.get("metadata")?.get("labels")?.get(key)
 }

@@ -23,6 +23,8 @@ use json_patch::{AddOperation, PatchOperation};
 use jsonptr::{Pointer, PointerBuf, Token};
 use serde_json::{Map, Value};
 
+use crate::json::Json;
+
 /// The rules, by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RuleId {
@@ -198,25 +200,20 @@ impl Ctx<'_> {
     /// Makes sure the map at `fields` (relative to the rule's object) exists, adding each
     /// missing (or `null`) level as `{}` unless an earlier operation already did.
     /// Fails, naming the field, if a level exists but is not a map.
-    pub fn ensure_map(&mut self, obj: &Value, fields: &[&str]) -> Result<(), NotAMap> {
+    pub fn ensure_map<'a, J: Json<'a>>(&mut self, obj: J, fields: &[&str]) -> Result<(), NotAMap> {
         let mut cur = Some(obj);
         for depth in 0..fields.len() {
             let next = cur.and_then(|v| v.get(fields[depth]));
             match next {
-                Some(Value::Object(_)) => {}
-                None | Some(Value::Null) => {
-                    let path = self.ptr(fields[..=depth].iter().map(|f| Token::new(*f)));
-                    if !self.already_added(&path) {
-                        self.out.patch.push(PatchOperation::Add(AddOperation {
-                            path,
-                            value: Value::Object(Map::new()),
-                        }));
-                    }
-                }
-                Some(_) => {
+                Some(v) if v.is_object() => {}
+                Some(v) if !v.is_null() => {
                     return Err(NotAMap {
                         field: fields[..=depth].join("."),
                     });
+                }
+                _ => {
+                    let path = self.ptr(fields[..=depth].iter().map(|f| Token::new(*f)));
+                    self.add_once(path, Value::Object(Map::new()));
                 }
             }
             cur = next;
@@ -224,33 +221,36 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Same as [`Ctx::ensure_map`] for an array (e.g. a container's `env`).
-    pub fn ensure_array<'t>(
+    /// Same as [`Ctx::ensure_map`] for an array (e.g. a container's `env`); `false` if
+    /// it exists but is not an array.
+    pub fn ensure_array<'a, 't, J: Json<'a>>(
         &mut self,
-        existing: Option<&Value>,
+        existing: Option<J>,
         tokens: impl IntoIterator<Item = Token<'t>>,
     ) -> bool {
         match existing {
-            Some(Value::Array(_)) => true,
-            None | Some(Value::Null) => {
+            Some(v) if v.is_array() => true,
+            Some(v) if !v.is_null() => false,
+            _ => {
                 let path = self.ptr(tokens);
-                if !self.already_added(&path) {
-                    self.out.patch.push(PatchOperation::Add(AddOperation {
-                        path,
-                        value: Value::Array(Vec::new()),
-                    }));
-                }
+                self.add_once(path, Value::Array(Vec::new()));
                 true
             }
-            Some(_) => false,
         }
     }
 
-    fn already_added(&self, path: &Pointer) -> bool {
-        self.out
+    /// Adds an empty parent unless an earlier operation (of any rule) already did.
+    fn add_once(&mut self, path: PointerBuf, value: Value) {
+        let done = self
+            .out
             .patch
             .iter()
-            .any(|op| matches!(op, PatchOperation::Add(a) if a.path == *path))
+            .any(|op| matches!(op, PatchOperation::Add(a) if a.path == path));
+        if !done {
+            self.out
+                .patch
+                .push(PatchOperation::Add(AddOperation { path, value }));
+        }
     }
 }
 
@@ -265,26 +265,25 @@ impl Drop for Ctx<'_> {
 // === helpers for reading raw objects ===
 
 /// `obj.metadata.<map>.<key>` as a string, if it is one.
-pub fn meta_str<'v>(obj: &'v Value, map: &str, key: &str) -> Option<&'v str> {
+pub fn meta_str<'a, J: Json<'a>>(obj: J, map: &str, key: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(map)?.get(key)?.as_str()
 }
 
 /// `obj.metadata.<map>` if it is a map.
-pub fn meta_map<'v>(obj: &'v Value, map: &str) -> Option<&'v Map<String, Value>> {
-    obj.get("metadata")?.get(map)?.as_object()
+pub fn meta_map<'a, J: Json<'a>>(obj: J, map: &str) -> Option<J> {
+    obj.get("metadata")?.get(map).filter(|m| m.is_object())
 }
 
 /// The containers of a pod spec, with the list they are in: `(list, index, container)`.
-/// Entries that are not objects are skipped.
-pub fn containers(pod: &Value) -> impl Iterator<Item = (&'static str, usize, &Value)> {
+/// Entries that are not objects are skipped (their index still counts).
+pub fn containers<'a, J: Json<'a>>(pod: J) -> impl Iterator<Item = (&'static str, usize, J)> + 'a {
     let spec = pod.get("spec");
     ["containers", "initContainers"]
         .into_iter()
         .flat_map(move |list| {
             spec.and_then(|s| s.get(list))
-                .and_then(Value::as_array)
                 .into_iter()
-                .flatten()
+                .flat_map(|l| l.items())
                 .enumerate()
                 .filter(|(_, c)| c.is_object())
                 .map(move |(i, c)| (list, i, c))

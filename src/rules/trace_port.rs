@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::{Ctx, containers, idx};
 use crate::config::{PortMode, TracePort, is_dns_label, is_iana_svc_name};
+use crate::json::Json;
 
 /// Protocol prefixes Istio reads from a port name (`<protocol>[-<suffix>]`).
 const ISTIO_PROTOCOLS: [&str; 11] = [
@@ -22,26 +23,22 @@ const ISTIO_PROTOCOLS: [&str; 11] = [
 ];
 
 /// Applies rule 3 to a Service.
-pub fn apply_service(svc: &Value, cfg: &TracePort, cx: &mut Ctx<'_>) {
+pub fn apply_service<'a, J: Json<'a>>(svc: J, cfg: &TracePort, cx: &mut Ctx<'_>) {
     if !cfg.enabled {
         return;
     }
-    let Some(ports) = svc
-        .get("spec")
-        .and_then(|s| s.get("ports"))
-        .and_then(Value::as_array)
-    else {
+    let Some(ports) = svc.get("spec").and_then(|s| s.get("ports")) else {
         return;
     };
-    for (i, port) in ports.iter().enumerate() {
+    for (i, port) in ports.items().enumerate() {
         if !port.is_object() || !is_tcp(port) {
             continue;
         }
         let name = port
             .get("name")
-            .and_then(Value::as_str)
+            .and_then(J::as_str)
             .filter(|n| !n.is_empty());
-        let number = port.get("port").and_then(Value::as_u64);
+        let number = port.get("port").and_then(J::as_u64);
         let label = describe(name, number);
         if cfg.rename_pod_ports {
             follow_target_port(port, i, cfg, cx);
@@ -49,7 +46,7 @@ pub fn apply_service(svc: &Value, cfg: &TracePort, cx: &mut Ctx<'_>) {
         if !matches(cfg, name, number) {
             continue;
         }
-        let app_protocol = port.get("appProtocol").and_then(Value::as_str);
+        let app_protocol = port.get("appProtocol").and_then(J::as_str);
         match cfg.mode {
             PortMode::AppProtocol => match (app_protocol, name.and_then(protocol_prefix)) {
                 (Some(p), _) if p.eq_ignore_ascii_case("tcp") => {}
@@ -91,8 +88,8 @@ pub fn apply_service(svc: &Value, cfg: &TracePort, cx: &mut Ctx<'_>) {
                     continue;
                 }
                 if ports
-                    .iter()
-                    .any(|p| p.get("name").and_then(Value::as_str) == Some(new_name.as_str()))
+                    .items()
+                    .any(|p| p.get("name").and_then(J::as_str) == Some(new_name.as_str()))
                 {
                     cx.warn(format!(
                         "service port {label}: another port is already named {new_name:?}; left alone"
@@ -109,28 +106,28 @@ pub fn apply_service(svc: &Value, cfg: &TracePort, cx: &mut Ctx<'_>) {
 }
 
 /// Applies rule 3's opt-in part to a pod (or pod template): container ports renamed.
-pub fn apply_pod(pod: &Value, cfg: &TracePort, cx: &mut Ctx<'_>) {
+pub fn apply_pod<'a, J: Json<'a>>(pod: J, cfg: &TracePort, cx: &mut Ctx<'_>) {
     if !cfg.enabled || !cfg.rename_pod_ports {
         return;
     }
     let all_names: Vec<&str> = containers(pod)
         .flat_map(|(_, _, c)| port_list(c))
-        .filter_map(|p| p.get("name").and_then(Value::as_str))
+        .filter_map(|p| p.get("name").and_then(J::as_str))
         .collect();
     for (list, i, container) in containers(pod) {
-        let cname = container.get("name").and_then(Value::as_str).unwrap_or("?");
-        for (k, port) in port_list(container).iter().enumerate() {
+        let cname = container.get("name").and_then(J::as_str).unwrap_or("?");
+        for (k, port) in port_list(container).enumerate() {
             if !port.is_object() || !is_tcp(port) {
                 continue;
             }
             let Some(name) = port
                 .get("name")
-                .and_then(Value::as_str)
+                .and_then(J::as_str)
                 .filter(|n| !n.is_empty())
             else {
                 continue;
             };
-            let number = port.get("containerPort").and_then(Value::as_u64);
+            let number = port.get("containerPort").and_then(J::as_u64);
             if !matches(cfg, Some(name), number) || protocol_prefix(name).is_some() {
                 continue;
             }
@@ -163,8 +160,8 @@ pub fn apply_pod(pod: &Value, cfg: &TracePort, cx: &mut Ctx<'_>) {
 }
 
 /// A Service `targetPort: NAME` follows the pod port rename `NAME` → `tcp-NAME`.
-fn follow_target_port(port: &Value, i: usize, cfg: &TracePort, cx: &mut Ctx<'_>) {
-    let Some(target) = port.get("targetPort").and_then(Value::as_str) else {
+fn follow_target_port<'a, J: Json<'a>>(port: J, i: usize, cfg: &TracePort, cx: &mut Ctx<'_>) {
+    let Some(target) = port.get("targetPort").and_then(J::as_str) else {
         return;
     };
     // The pod rule renames by name only when it has the container port's name; a
@@ -189,18 +186,15 @@ fn follow_target_port(port: &Value, i: usize, cfg: &TracePort, cx: &mut Ctx<'_>)
     );
 }
 
-fn port_list(container: &Value) -> &[Value] {
-    container
-        .get("ports")
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
+fn port_list<'a, J: Json<'a>>(container: J) -> impl Iterator<Item = J> + 'a {
+    container.get("ports").into_iter().flat_map(J::items)
 }
 
 /// Whether a port is TCP (the protocol defaults to TCP).
-fn is_tcp(port: &Value) -> bool {
+fn is_tcp<'a, J: Json<'a>>(port: J) -> bool {
     match port.get("protocol") {
-        None | Some(Value::Null) => true,
-        Some(p) => p.as_str() == Some("TCP"),
+        None => true,
+        Some(p) => p.is_null() || p.as_str() == Some("TCP"),
     }
 }
 

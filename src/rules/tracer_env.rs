@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::{Ctx, containers, idx, meta_map, meta_str};
 use crate::config::{TracerEnv, is_env_var_name};
+use crate::json::Json;
 use crate::proxy_config;
 
 /// Istio's per-pod proxy configuration annotation.
@@ -34,7 +35,7 @@ pub struct Var {
 }
 
 /// Applies rule 1 to a pod (or pod template) at the context's base.
-pub fn apply(pod: &Value, cfg: &TracerEnv, cx: &mut Ctx<'_>) {
+pub fn apply<'a, J: Json<'a>>(pod: J, cfg: &TracerEnv, cx: &mut Ctx<'_>) {
     if !cfg.enabled {
         return;
     }
@@ -52,7 +53,7 @@ pub fn apply(pod: &Value, cfg: &TracerEnv, cx: &mut Ctx<'_>) {
 
 /// The variables the pod asks for, in order; `None` when an annotation is malformed:
 /// the owner's intent is unknown, so the rule changes nothing.
-fn collect(pod: &Value, cfg: &TracerEnv, cx: &mut Ctx<'_>) -> Option<Vec<Var>> {
+fn collect<'a, J: Json<'a>>(pod: J, cfg: &TracerEnv, cx: &mut Ctx<'_>) -> Option<Vec<Var>> {
     let mut vars: Vec<Var> = Vec::new();
     let annotations = meta_map(pod, "annotations");
     for key in &cfg.annotations {
@@ -117,10 +118,10 @@ fn set(vars: &mut Vec<Var>, name: String, value: String) {
 }
 
 /// Channel 1: merge into `proxyMetadata` of `proxy.istio.io/config`.
-fn into_proxy_metadata(pod: &Value, vars: &[Var], cx: &mut Ctx<'_>) {
+fn into_proxy_metadata<'a, J: Json<'a>>(pod: J, vars: &[Var], cx: &mut Ctx<'_>) {
     let existing = meta_str(pod, "annotations", PROXY_CONFIG);
     if existing.is_none()
-        && meta_map(pod, "annotations").is_some_and(|a| a.contains_key(PROXY_CONFIG))
+        && meta_map(pod, "annotations").is_some_and(|a| a.get(PROXY_CONFIG).is_some())
     {
         cx.warn(format!(
             "annotation {PROXY_CONFIG}: not a string; left alone"
@@ -152,19 +153,17 @@ fn into_proxy_metadata(pod: &Value, vars: &[Var], cx: &mut Ctx<'_>) {
 }
 
 /// Channel 2: set on the target containers already in the pod.
-fn into_containers(pod: &Value, vars: &[Var], cfg: &TracerEnv, cx: &mut Ctx<'_>) {
+fn into_containers<'a, J: Json<'a>>(pod: J, vars: &[Var], cfg: &TracerEnv, cx: &mut Ctx<'_>) {
     for (list, i, container) in containers(pod) {
-        let Some(name) = container.get("name").and_then(Value::as_str) else {
+        let Some(name) = container.get("name").and_then(J::as_str) else {
             continue;
         };
         let init = list == "initContainers";
-        let native_sidecar =
-            container.get("restartPolicy").and_then(Value::as_str) == Some("Always");
+        let native_sidecar = container.get("restartPolicy").and_then(J::as_str) == Some("Always");
         if !cfg.containers.selects(name, native_sidecar, init) {
             continue;
         }
         let env = container.get("env");
-        let entries: &[Value] = env.and_then(Value::as_array).map_or(&[], Vec::as_slice);
         let env_tokens = || {
             [
                 Token::new("spec"),
@@ -176,10 +175,12 @@ fn into_containers(pod: &Value, vars: &[Var], cfg: &TracerEnv, cx: &mut Ctx<'_>)
         let mut ensured = false;
         for var in vars {
             // Kubernetes lets a name repeat; the last entry is the one that takes effect.
-            let found =
-                entries.iter().enumerate().rev().find(|(_, e)| {
-                    e.get("name").and_then(Value::as_str) == Some(var.name.as_str())
-                });
+            let found = env
+                .into_iter()
+                .flat_map(J::items)
+                .enumerate()
+                .filter(|(_, e)| e.get("name").and_then(J::as_str) == Some(var.name.as_str()))
+                .last();
             match found {
                 Some((j, entry)) => {
                     if entry.get("valueFrom").is_some_and(|v| !v.is_null()) {
@@ -189,7 +190,7 @@ fn into_containers(pod: &Value, vars: &[Var], cfg: &TracerEnv, cx: &mut Ctx<'_>)
                         ));
                         continue;
                     }
-                    if entry.get("value").and_then(Value::as_str).unwrap_or("") == var.value {
+                    if entry.get("value").and_then(J::as_str).unwrap_or("") == var.value {
                         continue;
                     }
                     let [spec, l, c, e] = env_tokens();
