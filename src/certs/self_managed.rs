@@ -23,8 +23,9 @@
 //!    `clientConfig.caBundle`, so fields this build does not know survive.
 //! 3. **Serving.** The certificate goes into the [`CertStore`]; new handshakes use it at
 //!    once, no restart. A new certificate is swapped in only once the caBundle trusts
-//!    its CA (or when nothing is served yet, or the old one is about to expire), so the
-//!    apiserver never meets a certificate it cannot verify.
+//!    its CA (or its CA is the one already served, or nothing is served yet, or the old
+//!    certificate is about to expire), so the apiserver never meets a certificate it
+//!    cannot verify.
 //! 4. **Readiness.** [`Readiness::require_ca_bundle`] at start;
 //!    [`Readiness::set_ca_bundle_ok`] after each check: true when every webhook's
 //!    caBundle holds the CA of the served certificate. When the API cannot be read the
@@ -124,8 +125,11 @@ pub enum SecretAction {
     Kept,
     /// It was missing and this replica created it.
     Created,
-    /// It was renewed by this replica; `new_ca` when a new CA was made too.
-    Renewed { new_ca: bool },
+    /// It was renewed by this replica.
+    Renewed {
+        /// A new CA was made too (else the Secret's CA signed the new certificate).
+        new_ca: bool,
+    },
     /// Another replica wrote it first; its certificate was taken.
     TookOthers,
 }
@@ -139,7 +143,8 @@ pub struct Outcome {
     pub ca_bundle_written: Vec<String>,
     /// Whether a different certificate is served since this reconcile.
     pub serving_changed: bool,
-    /// Whether every webhook's caBundle trusts the served certificate.
+    /// Whether every webhook's caBundle trusts the served certificate (what
+    /// readiness reports).
     pub ca_bundle_ok: bool,
 }
 
@@ -174,8 +179,6 @@ pub enum SelfManagedError {
 
 /// A usable certificate read from the Secret.
 struct Material {
-    cert_pem: Vec<u8>,
-    key_pem: Vec<u8>,
     serving: ServingCert,
     /// The CA that signed the serving certificate.
     signing_ca: CertificateDer<'static>,
@@ -212,13 +215,15 @@ pub async fn run(
 ) {
     readiness.require_ca_bundle();
     let reconciler = Reconciler::new(client, &args, &namespace, store, readiness);
-    let mut backoff = Backoff::new(args.check_interval);
+    // A zero interval would poll the apiserver in a tight loop.
+    let interval = args.check_interval.max(Duration::from_secs(1));
+    let mut backoff = Backoff::new(interval);
     loop {
         let wait = match reconciler.reconcile_once().await {
             Ok(outcome) => {
                 backoff.reset();
                 outcome.log(&reconciler);
-                args.check_interval
+                interval
             }
             Err(error) => {
                 let wait = backoff.next_delay();
@@ -301,9 +306,9 @@ impl Reconciler {
         let bundle = self.ensure_ca_bundle(&material).await;
         let trusted = bundle.as_ref().map(|(_, ok)| *ok).unwrap_or(false);
         let serving_changed = self.serve(&material, trusted);
-        let (written, ok) = bundle?;
-        self.readiness
-            .set_ca_bundle_ok(ok && self.serves(&material));
+        let (written, trusted) = bundle?;
+        let ok = trusted && self.serves(&material);
+        self.readiness.set_ca_bundle_ok(ok);
         Ok(Outcome {
             secret: action,
             ca_bundle_written: written,
@@ -511,8 +516,6 @@ impl Reconciler {
             .cloned()
             .collect();
         Ok(Material {
-            cert_pem: get(TLS_CRT).to_vec(),
-            key_pem: get(TLS_KEY).to_vec(),
             serving,
             signing_ca,
             bundle,
@@ -653,12 +656,20 @@ impl Reconciler {
 
     // --- serving ---
 
-    /// Serves the Secret's certificate when the caBundle trusts it, nothing is served
-    /// yet, or the served one is about to expire. Returns whether it changed.
+    /// Serves the Secret's certificate when the caBundle trusts it (or it comes from the
+    /// CA of the certificate served now, which the apiserver already trusts), nothing is
+    /// served yet, or the served one is about to expire. Returns whether it changed.
     fn serve(&self, material: &Material, trusted: bool) -> bool {
         if self.serves(material) {
             return false;
         }
+        let same_ca = self
+            .served_ca
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|ca| *ca == material.signing_ca);
+        let trusted = trusted || same_ca;
         let current = self.store.current();
         let expiring = current
             .as_ref()
@@ -667,15 +678,7 @@ impl Reconciler {
             tracing::info!(secret = %self.secret_object(), "new certificate waits until the caBundle trusts its CA");
             return false;
         }
-        // Re-parse from the PEM so the store gets exactly what the Secret holds.
-        let serving = match ServingCert::from_pem(
-            &material.cert_pem,
-            &material.key_pem,
-            &self.secret_object(),
-        ) {
-            Ok(serving) => serving,
-            Err(_) => material.serving.clone(),
-        };
+        let serving = material.serving.clone();
         tracing::info!(
             secret = %self.secret_object(),
             not_after = %crate::tls::fmt_time(serving.not_after()),
