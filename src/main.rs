@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use tracepatch::cli::{Cli, Command, ConfigCommand, MutateArgs, OutputFormat};
+use tracepatch::cli::{CertsCommand, Cli, Command, ConfigCommand, MutateArgs, OutputFormat};
 use tracepatch::config::Config;
 use tracepatch::engine::Engine;
 use tracepatch::mutate;
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(_) => Err(anyhow::anyhow!("serve: not wired yet")),
         Command::Mutate(args) => run_mutate(&args),
-        Command::Certs(_) => Err(anyhow::anyhow!("certs: not wired yet")),
+        Command::Certs(CertsCommand::Generate(args)) => tracepatch::certs::run_generate(&args),
         Command::Config(cmd) => run_config(cmd),
     };
     match result {
