@@ -160,7 +160,7 @@ impl Reviewed {
 pub fn review(engine: &Engine, body: &[u8]) -> Result<Reviewed, ReviewError> {
     // simd-json unescapes strings in place; the copy is a memcpy of the body.
     let mut buf = body.to_vec();
-    let tape = parse(&mut buf).map_err(|e| ReviewError::Decode(format!("not valid JSON: {e}")))?;
+    let tape = parse(&mut buf).map_err(|e| ReviewError::Decode(json_error(body, &e)))?;
     let root = tape.as_value();
     if !root.is_object() {
         return Err(ReviewError::Decode(format!(
@@ -275,6 +275,15 @@ fn parse(buf: &mut [u8]) -> simd_json::Result<simd_json::tape::Tape<'_>> {
         return simd_json::to_tape(buf);
     }
     BUFFERS.with_borrow_mut(|buffers| simd_json::to_tape_with_buffers(buf, buffers))
+}
+
+/// Why a body is not JSON, in serde_json's words (`expected value at line 1 column 1`),
+/// which name the line and column; simd-json's own are terse. Only on the error path.
+fn json_error(body: &[u8], simd: &simd_json::Error) -> String {
+    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Err(e) => format!("not valid JSON: {e}"),
+        Ok(_) => format!("not valid JSON: {simd}"),
+    }
 }
 
 /// The warnings as sent: prefixed with the rule, one line, bounded in length and number.

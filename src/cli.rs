@@ -72,12 +72,22 @@ pub struct ServeArgs {
     #[arg(long, env = "TRACEPATCH_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
-    /// Time allowed for a client to send a request's headers.
+    /// After SIGTERM, keep serving (while /readyz reports not ready) for this long before
+    /// closing the listener, so that endpoint removal reaches the apiserver first.
+    #[arg(long, env = "TRACEPATCH_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// Time allowed for a TLS handshake, for a request's headers, and for its body.
     #[arg(long, env = "TRACEPATCH_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,
 
-    /// Most connections served at once; further connections wait in the kernel's backlog.
-    #[arg(long, env = "TRACEPATCH_MAX_CONNECTIONS", default_value_t = 4096)]
+    /// A connection with no request in flight for this long is closed.
+    #[arg(long, env = "TRACEPATCH_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Most connections served at once; when a new one finds the limit reached, idle
+    /// connections are closed to make room.
+    #[arg(long, env = "TRACEPATCH_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
 
     #[command(flatten)]

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use tracepatch::cli::{CertsCommand, Cli, Command, ConfigCommand, MutateArgs, OutputFormat};
+use tracepatch::cli::{
+    CertsCommand, Cli, Command, ConfigCommand, MutateArgs, OutputFormat, ServeArgs,
+};
 use tracepatch::config::Config;
 use tracepatch::engine::Engine;
 use tracepatch::mutate;
@@ -20,7 +22,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(_) => Err(anyhow::anyhow!("serve: not wired yet")),
+        Command::Serve(args) => run_serve(*args),
         Command::Mutate(args) => run_mutate(&args),
         Command::Certs(CertsCommand::Generate(args)) => tracepatch::certs::run_generate(&args),
         Command::Config(cmd) => run_config(cmd),
@@ -32,6 +34,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let _log = tracepatch::server::init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(tracepatch::server::run(args));
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "tracepatch serve failed");
+    }
+    result
 }
 
 /// Loads the configuration file, or the built-in Datadog profile.

@@ -1,0 +1,299 @@
+//! `tracepatch serve`: the HTTPS admission endpoint and the plain-HTTP health port.
+//!
+//! Start-up refuses what would make the webhook wrong (a bad configuration file, an
+//! unreadable, mismatched or expired certificate) with one line and exit status 1.
+//! Then: certificates (files watched for rotation, a generated development pair, or
+//! self-managed in the cluster), the health port, the admission port, and a wait for
+//! SIGTERM or SIGINT. Shutdown: `/readyz` turns false, the optional shutdown delay lets
+//! endpoint removal propagate while requests are still served, the listener stops
+//! accepting, in-flight requests finish (up to the drain timeout), exit 0.
+
+pub mod listener;
+pub mod reload;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::certs;
+use crate::cli::{LogFormat, ServeArgs};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::health::Readiness;
+use crate::metrics::Metrics;
+use crate::tls::{CertStore, ServingCert, fmt_time};
+
+/// Keeps the log writer's worker alive; drop it last so buffered lines are flushed.
+pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
+
+/// Installs the log subscriber: `RUST_LOG` filters (default `info`), lines go to
+/// standard output through a non-blocking writer so that a slow log consumer never
+/// delays an admission (lines are dropped instead, and counted by the writer).
+pub fn init_logging(format: LogFormat) -> LogGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(ansi && format == LogFormat::Text);
+    let result = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    // Already installed (tests): keep the existing subscriber.
+    let _ = result;
+    guard
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let signal = {
+        let shutdown = shutdown.clone();
+        async move {
+            wait_for_signal().await;
+            shutdown.cancel();
+        }
+    };
+    let server = Server::start(args, shutdown.clone()).await?;
+    tokio::spawn(signal);
+    server.wait().await;
+    Ok(())
+}
+
+/// A started server: both ports bound, certificates in place.
+pub struct Server {
+    /// The admission port's actual address (useful when asked for port 0).
+    pub addr: SocketAddr,
+    /// The health port's actual address.
+    pub health_addr: SocketAddr,
+    pub readiness: Arc<Readiness>,
+    pub certs: Arc<CertStore>,
+    shutdown: CancellationToken,
+    /// Stops the accept loop, which then tells every connection to finish.
+    stop_accepting: CancellationToken,
+    /// Stops the health port and the certificate tasks, last.
+    stop_background: CancellationToken,
+    connections: TaskTracker,
+    background: TaskTracker,
+    drain_timeout: Duration,
+    shutdown_delay: Duration,
+}
+
+impl Server {
+    /// Loads the configuration and certificates, binds both ports and starts serving.
+    /// Cancelling `shutdown` starts the shutdown; [`Server::wait`] carries it out.
+    pub async fn start(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let config = match &args.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let readiness = Arc::new(Readiness::default());
+        let certs = CertStore::new();
+        let metrics = Arc::new(Metrics::new());
+        let background = TaskTracker::new();
+        let stop_background = CancellationToken::new();
+
+        // Certificates first: refuse to start with a certificate that cannot be served.
+        if args.self_managed.self_managed_certs {
+            let namespace =
+                certs::self_managed::resolve_namespace(args.self_managed.namespace.as_deref())?;
+            let client = kube::Client::try_default()
+                .await
+                .context("cannot build a Kubernetes client for self-managed certificates")?;
+            info!(
+                namespace = %namespace,
+                secret = %args.self_managed.secret,
+                webhook_config = %args.self_managed.webhook_config,
+                "self-managed certificates"
+            );
+            let task = certs::self_managed::run(
+                client,
+                args.self_managed.clone(),
+                namespace,
+                certs.clone(),
+                readiness.clone(),
+            );
+            let stop = stop_background.clone();
+            background.spawn(async move {
+                tokio::select! {
+                    () = task => {}
+                    () = stop.cancelled() => {}
+                }
+            });
+        } else {
+            let (cert, key) = match (&args.tls_cert, &args.tls_key) {
+                (Some(c), Some(k)) => (c.clone(), k.clone()),
+                _ => dev_certificate(&args.dev_cert_dir, args.addr)?,
+            };
+            let serving = ServingCert::from_files(&cert, &key)?;
+            info!(
+                cert = %cert.display(),
+                not_after = %fmt_time(serving.not_after()),
+                "serving certificate loaded"
+            );
+            certs.set(serving);
+            background.spawn(reload::watch_files(
+                cert,
+                key,
+                certs.clone(),
+                args.cert_reload_interval,
+                stop_background.clone(),
+            ));
+        }
+
+        let health_listener = TcpListener::bind(args.health_addr)
+            .await
+            .with_context(|| format!("cannot listen on --health-addr {}", args.health_addr))?;
+        let listener = TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("cannot listen on --addr {}", args.addr))?;
+        let addr = listener.local_addr()?;
+        let health_addr = health_listener.local_addr()?;
+
+        let health = routes::health_router(Arc::new(routes::HealthState {
+            readiness: readiness.clone(),
+            certs: certs.clone(),
+            metrics: metrics.clone(),
+        }));
+        {
+            let stop = stop_background.clone();
+            background.spawn(async move {
+                let served = axum::serve(health_listener, health)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    warn!(error = %e, "health port stopped");
+                }
+            });
+        }
+
+        let router = routes::admission_router(Arc::new(routes::AdmissionState {
+            engine: Engine::new(config),
+            metrics,
+            body_timeout: args.header_timeout,
+        }));
+        let limits = listener::ConnLimits {
+            header_timeout: args.header_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections.max(1),
+            max_streams: 256,
+        };
+        let connections = TaskTracker::new();
+        let stop_accepting = CancellationToken::new();
+        background.spawn(listener::serve(
+            listener,
+            TlsAcceptor::from(certs.server_config()),
+            router,
+            limits,
+            stop_accepting.clone(),
+            connections.clone(),
+        ));
+        background.close();
+        readiness.set_accepting(true);
+        info!(addr = %addr, health_addr = %health_addr, "serving admission reviews on POST /mutate");
+        Ok(Self {
+            addr,
+            health_addr,
+            readiness,
+            certs,
+            shutdown,
+            stop_accepting,
+            stop_background,
+            connections,
+            background,
+            drain_timeout: args.drain_timeout,
+            shutdown_delay: args.shutdown_delay,
+        })
+    }
+
+    /// Waits for shutdown to be requested, then: not ready, the shutdown delay (still
+    /// serving), stop accepting, drain in-flight requests up to the drain timeout.
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.readiness.set_draining();
+        if !self.shutdown_delay.is_zero() {
+            info!(
+                delay_s = self.shutdown_delay.as_secs_f64(),
+                "shutting down: not ready; serving until the shutdown delay ends"
+            );
+            tokio::time::sleep(self.shutdown_delay).await;
+        }
+        info!("no longer accepting; draining in-flight requests");
+        self.stop_accepting.cancel();
+        self.connections.close();
+        if tokio::time::timeout(self.drain_timeout, self.connections.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                remaining = self.connections.len(),
+                drain_timeout_s = self.drain_timeout.as_secs_f64(),
+                "drain timeout reached with connections still open; exiting"
+            );
+        } else {
+            info!("all connections drained");
+        }
+        self.stop_background.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.background.wait()).await;
+    }
+}
+
+/// Generates (or reuses) the development certificate and says how to call the server.
+fn dev_certificate(dir: &Path, addr: SocketAddr) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let dev = certs::ensure_dev_cert(dir)?;
+    let how = if dev.reused { "reusing" } else { "generated" };
+    info!(
+        ca = %dev.ca_cert.display(),
+        cert = %dev.cert.display(),
+        key = %dev.key.display(),
+        "{how} a development certificate for localhost and 127.0.0.1 (no --tls-cert/--tls-key given)"
+    );
+    let port = addr.port();
+    info!(
+        "try: curl --cacert {} -H 'Content-Type: application/json' --data @tests/fixtures/admission/pod-review/input.json https://localhost:{port}/mutate",
+        dev.ca_cert.display()
+    );
+    Ok((dev.cert, dev.key))
+}
+
+/// SIGTERM or SIGINT.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM received"),
+                    _ = int.recv() => info!("SIGINT received"),
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
