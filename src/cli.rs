@@ -90,6 +90,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TRACEPATCH_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
 
+    /// Async worker threads; 0 means one per available CPU (as the container's CPU
+    /// limit allows, or the host's cores).
+    #[arg(long, env = "TRACEPATCH_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
+
     #[command(flatten)]
     pub self_managed: SelfManagedArgs,
 }
