@@ -3,7 +3,8 @@
 - the Helm chart lints and renders with the real Helm engine (helm-python-sdk) for the
   default values, each certificate mode, the ServiceMonitor, a configFile and a renamed
   release; values.schema.json rejects wrong types and unknown modes, and the templates
-  refuse a webhook name that would sort after Istio's;
+  refuse a webhook name that would sort after Istio's and a grace period not longer than
+  shutdownDelay + drainTimeout;
 - every plain and rendered manifest, and every object the e2e suite creates, validates
   against Kubernetes' own schemas (kubernetes-validate) for the oldest and the newest
   Kubernetes version supported; the CRD kinds (cert-manager, Prometheus Operator) are
@@ -198,6 +199,12 @@ def duration_seconds(text: str) -> float:
     return n * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
 
 
+def shutdown_seconds(args: dict) -> float:
+    """What the server may spend after SIGTERM: --shutdown-delay, then --drain-timeout
+    (the server's defaults when a flag is absent)."""
+    return duration_seconds(args.get("--shutdown-delay", "0s")) + duration_seconds(args.get("--drain-timeout", "20s"))
+
+
 def go_duration_seconds(text: str) -> float:
     """A Go time.Duration string as cert-manager takes it (e.g. 2160h, 1h30m)."""
     parts = re.findall(r"(\d+(?:\.\d+)?)(h|m|s)", text)
@@ -221,7 +228,7 @@ OPT_OUT = {"key": "tracepatch.io/enabled", "operator": "NotIn", "values": ["fals
 def self_managed_args(webhook_name: str, fullname: str) -> list[str]:
     return ["serve", "--addr=0.0.0.0:8443", "--health-addr=0.0.0.0:8080",
             "--config=/etc/tracepatch/config.yaml", "--log-format=json", "--drain-timeout=20s",
-            "--self-managed-certs", f"--cert-secret={fullname}-tls",
+            "--shutdown-delay=5s", "--worker-threads=2", "--self-managed-certs", f"--cert-secret={fullname}-tls",
             f"--webhook-config={webhook_name}", f"--service={fullname}",
             "--cluster-domain=cluster.local"]
 
@@ -280,9 +287,10 @@ def check_contract(objs: list[dict], label: str, namespace: str = NAMESPACE) -> 
     expect_eq(c["resources"], {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
               f"{label}: resources (no CPU limit)")
     expect_eq(pod.get("automountServiceAccountToken"), True, f"{label}: token mounted (self-managed mode)")
-    expect(pod["terminationGracePeriodSeconds"] > duration_seconds(args_map(deploy)["--drain-timeout"]),
-           f"{label}: terminationGracePeriodSeconds > --drain-timeout",
-           f"{pod['terminationGracePeriodSeconds']} vs {args_map(deploy)['--drain-timeout']}")
+    a = args_map(deploy)
+    expect(pod["terminationGracePeriodSeconds"] > shutdown_seconds(a),
+           f"{label}: terminationGracePeriodSeconds > --shutdown-delay + --drain-timeout",
+           f"{pod['terminationGracePeriodSeconds']} vs {a.get('--shutdown-delay')} + {a.get('--drain-timeout')}")
     labels = spec["template"]["metadata"]["labels"]
     annotations = spec["template"]["metadata"].get("annotations", {})
     expect_eq((labels.get("sidecar.istio.io/inject"), annotations.get("sidecar.istio.io/inject")),
@@ -364,8 +372,9 @@ def check_invariants(objs: list[dict], label: str, namespace: str) -> None:
            f"{label}: Service 443 reaches container port 8443", short(svc["spec"]["ports"]))
     for probe in ("livenessProbe", "readinessProbe"):
         expect_eq(port_names.get(c[probe]["httpGet"]["port"]), 8080, f"{label}: {probe} on the health port 8080")
-    expect(pod["terminationGracePeriodSeconds"] > duration_seconds(a["--drain-timeout"]),
-           f"{label}: terminationGracePeriodSeconds > --drain-timeout", "it is not")
+    expect(pod["terminationGracePeriodSeconds"] > shutdown_seconds(a),
+           f"{label}: terminationGracePeriodSeconds > --shutdown-delay + --drain-timeout",
+           f"{pod['terminationGracePeriodSeconds']} vs {a.get('--shutdown-delay')} + {a.get('--drain-timeout')}")
     expect_eq((a.get("--addr"), a.get("--health-addr")), ("0.0.0.0:8443", "0.0.0.0:8080"),
               f"{label}: listen addresses match the container ports")
 
@@ -573,6 +582,7 @@ SCENARIOS = {
         "webhook": {"name": "00-edge-tracepatch", "excludeNamespaces": ["istio-system", "monitoring"],
                     "timeoutSeconds": 5},
         "replicas": 1, "priorityClassName": "system-cluster-critical", "drainTimeout": "45s",
+        "shutdownDelay": "14999ms", "workerThreads": 0,
         "terminationGracePeriodSeconds": 60, "podLabels": {"team": "platform", "sidecar.istio.io/inject": "true"},
         "podAnnotations": {"example.com/owner": "platform"}, "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
@@ -613,6 +623,9 @@ def check_schema_rejections() -> None:
         "unknown failurePolicy": {"webhook": {"failurePolicy": "Sometimes"}},
         "unknown logFormat": {"logFormat": "xml"},
         "drainTimeout not a duration": {"drainTimeout": "20 seconds"},
+        "shutdownDelay not a duration": {"shutdownDelay": "5 seconds"},
+        "a negative workerThreads": {"workerThreads": -1},
+        "workerThreads as a string": {"workerThreads": "2"},
         "pdb.enabled as a string": {"pdb": {"enabled": "yes"}},
         "excludeNamespaces as a string": {"webhook": {"excludeNamespaces": "kube-public"}},
         "a misspelt top-level value": {"replica": 3},
@@ -633,7 +646,8 @@ def check_schema_rejections() -> None:
     refused_by_templates = {
         "a webhook name sorting after istio-": {"webhook": {"name": "zz-tracepatch"}},
         "a webhook name starting with istio-": {"webhook": {"name": "istio-tracepatch"}},
-        "a drainTimeout as long as the grace period": {"drainTimeout": "30s"},
+        "a drainTimeout as long as the grace period": {"drainTimeout": "30s", "shutdownDelay": "0s"},
+        "shutdownDelay + drainTimeout as long as the grace period": {"shutdownDelay": "10s"},
     }
     for label, values in refused_by_templates.items():
         try:
@@ -720,8 +734,8 @@ def check_scenario_specifics(renders: dict) -> None:
     expect_eq((d["metadata"]["name"], one(objs, "Service")["metadata"]["name"], one(objs, "ConfigMap")["metadata"]["name"]),
               ("edge-tracepatch", "edge-tracepatch", "edge-tracepatch-config"), "renamed release: object names")
     expect_eq((a.get("--webhook-config"), a.get("--cert-secret"), a.get("--service"), a.get("--log-format"),
-               a.get("--drain-timeout"), a.get("--renew-before")),
-              ("00-edge-tracepatch", "edge-tracepatch-tls", "edge-tracepatch", "text", "45s", "14d"),
+               a.get("--drain-timeout"), a.get("--shutdown-delay"), a.get("--worker-threads"), a.get("--renew-before")),
+              ("00-edge-tracepatch", "edge-tracepatch-tls", "edge-tracepatch", "text", "45s", "14999ms", "0", "14d"),
               "renamed release: serve arguments follow the values")
     ns_values = one(objs, "MutatingWebhookConfiguration")["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"]
     expect_eq(ns_values, ["kube-system", "platform", "istio-system", "monitoring"],

@@ -78,18 +78,20 @@ istio-revision-tag-*) adds a sidecar it cannot take back out.
 {{- end }}
 
 {{/*
-drainTimeout in whole seconds (rounded up), parsed like the server's --drain-timeout:
-a number with ms, s, m, h or d, or a bare number of seconds.
+A duration value in milliseconds, parsed like the server's durations (--drain-timeout,
+--shutdown-delay): a number with ms, s, m, h or d, or a bare number of seconds.
+Call with (list "valueName" .Values.valueName); the name is for the error message.
 */}}
-{{- define "tracepatch.drainSeconds" -}}
-{{- $d := toString .Values.drainTimeout }}
+{{- define "tracepatch.durationMs" -}}
+{{- $name := index . 0 }}
+{{- $d := toString (index . 1) }}
 {{- $n := regexFind "^[0-9]+" $d | atoi }}
 {{- $unit := regexReplaceAll "^[0-9]+" $d "" }}
-{{- if eq $unit "ms" }}{{ div (add $n 999) 1000 }}
-{{- else if or (eq $unit "") (eq $unit "s") }}{{ $n }}
-{{- else if eq $unit "m" }}{{ mul $n 60 }}
-{{- else if eq $unit "h" }}{{ mul $n 3600 }}
-{{- else if eq $unit "d" }}{{ mul $n 86400 }}
-{{- else }}{{ fail (printf "drainTimeout %q: use a number with ms, s, m, h or d" $d) }}
+{{- if eq $unit "ms" }}{{ $n }}
+{{- else if or (eq $unit "") (eq $unit "s") }}{{ mul $n 1000 }}
+{{- else if eq $unit "m" }}{{ mul $n 60000 }}
+{{- else if eq $unit "h" }}{{ mul $n 3600000 }}
+{{- else if eq $unit "d" }}{{ mul $n 86400000 }}
+{{- else }}{{ fail (printf "%s %q: use a number with ms, s, m, h or d" $name $d) }}
 {{- end }}
 {{- end }}
