@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this):
+#   1. formatting and lints (cargo fmt --check, cargo clippy -D warnings);
+#   2. the Rust tests: unit, golden fixtures, property tests, the TLS server, the
+#      hostile-input suite, certificates (cargo nextest if installed, else cargo test);
+#   3. the install artifacts: Helm chart lint/render with the real Helm engine, schema
+#      validation of every manifest, chart/manifests agreement (tests/chart/check.sh,
+#      which installs its pinned Python tools into .venv on first use);
+#   4. the end-to-end suite against a real cluster, when KUBECONFIG reaches one;
+#      otherwise one line saying it was skipped and why.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+step() { printf '\n==== %s\n' "$*"; }
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+
+step "Rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast
+  # nextest does not run doctests.
+  cargo test --locked --doc
+else
+  cargo test --locked --no-fail-fast
+fi
+
+step "install artifacts (Helm chart, manifests, schemas)"
+cargo build --locked --quiet --bin tracepatch
+TRACEPATCH_BIN="$PWD/target/debug/tracepatch" tests/chart/check.sh
+
+step "end-to-end"
+if tests/e2e/run.sh --check-cluster >/dev/null 2>&1; then
+  tests/e2e/run.sh
+else
+  tests/e2e/skip-notice.sh
+fi
