@@ -311,11 +311,11 @@ def check_contract(objs: list[dict], label: str, namespace: str = NAMESPACE) -> 
     expect_eq(role["rules"], [
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["tracepatch-tls"],
-         "verbs": ["get", "update", "patch"]}], f"{label}: Role rules (least privilege)")
+         "verbs": ["get", "update"]}], f"{label}: Role rules (least privilege)")
     crole = one(objs, "ClusterRole")
     expect_eq(crole["rules"], [
         {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
-         "resourceNames": ["00-tracepatch"], "verbs": ["get", "update", "patch"]}],
+         "resourceNames": ["00-tracepatch"], "verbs": ["get", "patch"]}],
         f"{label}: ClusterRole rules (least privilege)")
     sa = one(objs, "ServiceAccount")
     expect_eq((sa["metadata"]["name"], sa.get("automountServiceAccountToken")), ("tracepatch", False),
@@ -405,11 +405,11 @@ def check_invariants(objs: list[dict], label: str, namespace: str) -> None:
         expect_eq(role["rules"], [
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret],
-             "verbs": ["get", "update", "patch"]}], f"{label}: Role limited to the Secret {secret}")
+             "verbs": ["get", "update"]}], f"{label}: Role limited to the Secret {secret}")
         crole = one(objs, "ClusterRole")
         expect_eq(crole["rules"], [
             {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
-             "resourceNames": [mwc_name], "verbs": ["get", "update", "patch"]}],
+             "resourceNames": [mwc_name], "verbs": ["get", "patch"]}],
             f"{label}: ClusterRole limited to {mwc_name}")
         for b in bindings:
             ref = b["roleRef"]
