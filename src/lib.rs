@@ -6,6 +6,8 @@
 //! everything else is I/O around them: the admission server, the offline `mutate`
 //! command, certificate management.
 
+#![forbid(unsafe_code)]
+
 pub mod admission;
 pub mod certs;
 pub mod cli;

@@ -1,6 +1,8 @@
 //! The `tracepatch` binary: parse the command line, run the command, and turn any
 //! error into one line on standard error and exit status 1.
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
