@@ -590,7 +590,11 @@ fn check(engine: &Engine, kind: Kind, obj: &Value, preview: bool) -> Result<(), 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    // 512 cases by default; `PROPTEST_CASES=N` runs more (a long local run, or CI's).
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn pods(cfg in config(), pod in pod()) {

@@ -30,6 +30,8 @@ pub fn apply_service<'a, J: Json<'a>>(svc: J, cfg: &TracePort, cx: &mut Ctx<'_>)
     let Some(ports) = svc.get("spec").and_then(|s| s.get("ports")) else {
         return;
     };
+    // Names this pass gives, so that two unnamed matching ports do not both become `tcp`.
+    let mut given: Vec<String> = Vec::new();
     for (i, port) in ports.items().enumerate() {
         if !port.is_object() || !is_tcp(port) {
             continue;
@@ -87,9 +89,10 @@ pub fn apply_service<'a, J: Json<'a>>(svc: J, cfg: &TracePort, cx: &mut Ctx<'_>)
                     ));
                     continue;
                 }
-                if ports
-                    .items()
-                    .any(|p| p.get("name").and_then(J::as_str) == Some(new_name.as_str()))
+                if given.contains(&new_name)
+                    || ports
+                        .items()
+                        .any(|p| p.get("name").and_then(J::as_str) == Some(new_name.as_str()))
                 {
                     cx.warn(format!(
                         "service port {label}: another port is already named {new_name:?}; left alone"
@@ -98,8 +101,9 @@ pub fn apply_service<'a, J: Json<'a>>(svc: J, cfg: &TracePort, cx: &mut Ctx<'_>)
                 }
                 cx.add(
                     [Token::new("spec"), Token::new("ports"), idx(i), Token::new("name")],
-                    Value::String(new_name),
+                    Value::String(new_name.clone()),
                 );
+                given.push(new_name);
             }
         }
     }
@@ -114,6 +118,7 @@ pub fn apply_pod<'a, J: Json<'a>>(pod: J, cfg: &TracePort, cx: &mut Ctx<'_>) {
         .flat_map(|(_, _, c)| port_list(c))
         .filter_map(|p| p.get("name").and_then(J::as_str))
         .collect();
+    let mut given: Vec<String> = Vec::new();
     for (list, i, container) in containers(pod) {
         let cname = container.get("name").and_then(J::as_str).unwrap_or("?");
         for (k, port) in port_list(container).enumerate() {
@@ -138,7 +143,7 @@ pub fn apply_pod<'a, J: Json<'a>>(pod: J, cfg: &TracePort, cx: &mut Ctx<'_>) {
                 ));
                 continue;
             }
-            if all_names.contains(&new_name.as_str()) {
+            if all_names.contains(&new_name.as_str()) || given.contains(&new_name) {
                 cx.warn(format!(
                     "container {cname} port {name}: the pod already has a port named {new_name:?}; left alone"
                 ));
@@ -153,8 +158,9 @@ pub fn apply_pod<'a, J: Json<'a>>(pod: J, cfg: &TracePort, cx: &mut Ctx<'_>) {
                     idx(k),
                     Token::new("name"),
                 ],
-                Value::String(new_name),
+                Value::String(new_name.clone()),
             );
+            given.push(new_name);
         }
     }
 }
