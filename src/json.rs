@@ -92,9 +92,15 @@ impl<'a> Json<'a> for &'a Value {
 
 impl<'a> Json<'a> for Tape<'a> {
     fn get(self, key: &str) -> Option<Self> {
-        // An object's members are searched in order; the apiserver never sends
-        // duplicate keys, and the first is as good an answer as any for one that does.
-        self.as_object()?.get(key)
+        // The last of duplicate keys, as serde_json and Go's decoder (the apiserver's)
+        // read them: the apiserver never sends duplicates, but a patch must apply to
+        // the object as the apiserver reads it. (A scan of every key: members are
+        // skipped by their tape length, so this costs no more than a miss.)
+        self.as_object()?
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .last()
+            .map(|(_, v)| v)
     }
 
     fn as_str(self) -> Option<&'a str> {
@@ -168,5 +174,18 @@ mod tests {
             ["Some(\"x\")/None", "None/Some(8126)", "None/None"]
         );
         let _ = json!(null);
+    }
+
+    #[test]
+    fn duplicate_keys_read_as_the_last_like_serde_json_and_go() {
+        let text = br#"{"a": {"x": 1}, "b": 2, "a": [3]}"#;
+        let value: Value = serde_json::from_slice(text).unwrap();
+        let mut buf = text.to_vec();
+        let tape = simd_json::to_tape(&mut buf).unwrap();
+        let root = tape.as_value();
+        assert!(Json::get(&value, "a").is_some_and(|a| a.is_array()));
+        assert!(Json::get(root, "a").is_some_and(|a| a.is_array()));
+        assert_eq!(Json::get(root, "b").and_then(Json::as_u64), Some(2));
+        assert!(Json::get(root, "c").is_none());
     }
 }

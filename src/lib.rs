@@ -15,6 +15,7 @@ pub mod config;
 pub mod engine;
 pub mod health;
 pub mod json;
+pub mod keyed;
 pub mod metrics;
 pub mod mutate;
 pub mod proxy_config;

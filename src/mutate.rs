@@ -314,10 +314,25 @@ fn describe_object(v: &Value) -> String {
 fn describe(kind: &str, namespace: &str, name: &str) -> String {
     let kind = if kind.is_empty() { "object" } else { kind };
     let name = if name.is_empty() { "(unnamed)" } else { name };
-    if namespace.is_empty() {
+    let who = if namespace.is_empty() {
         format!("{kind}/{name}")
     } else {
         format!("{kind}/{namespace}/{name}")
+    };
+    // Each warning is one line on stderr: a name with a line break (invalid, but a
+    // manifest on disk can hold one) is shown escaped.
+    if who.contains(char::is_control) {
+        who.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().collect()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        who
     }
 }
 
@@ -412,6 +427,20 @@ mod tests {
             "apiVersion: v1\ndata:\n  a: \"true\"\nkind: ConfigMap\nmetadata:\n  name: x\n"
         );
         assert!(out.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_name_with_a_line_break_still_gives_one_line_warnings() {
+        // Found by fuzz/mutate_structured (fuzz/regressions/mutate/cronjob-name-newline).
+        let out = run_yaml(
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: \"a\\nb\"\nspec:\n  jobTemplate:\n    spec:\n      template: {}\n",
+        )
+        .unwrap();
+        assert!(!out.warnings.is_empty());
+        for w in &out.warnings {
+            assert!(!w.contains('\n'), "{w:?}");
+            assert!(w.starts_with("CronJob/a\\nb: "), "{w:?}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 
+use crate::keyed::KeyIndex;
 use crate::rules::tracer_env::Var;
 
 /// A YAML/JSON value that keeps the order of map keys.
@@ -65,14 +66,18 @@ pub fn merge_proxy_metadata(
         return Err("proxyMetadata is not a map".into());
     };
     let mut changed = false;
+    let mut index = KeyIndex::default();
     for var in vars {
-        match metadata.iter_mut().find(|(k, _)| *k == var.name) {
-            Some((_, Node::Str(v))) if *v == var.value => {}
-            Some((_, v)) => {
-                *v = Node::Str(var.value.clone());
-                changed = true;
+        match index.find(metadata, &var.name, |(k, _)| k.as_str()) {
+            Some(i) => {
+                let v = &mut metadata[i].1;
+                if !matches!(v, Node::Str(s) if *s == var.value) {
+                    *v = Node::Str(var.value.clone());
+                    changed = true;
+                }
             }
             None => {
+                index.pushed(&var.name, metadata.len());
                 metadata.push((var.name.clone(), Node::Str(var.value.clone())));
                 changed = true;
             }
@@ -152,11 +157,13 @@ impl<'de> Visitor<'de> for NodeVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
         let mut entries: Vec<(String, Node)> = Vec::new();
+        let mut index = KeyIndex::default();
         while let Some(key) = map.next_key::<String>()? {
-            if entries.iter().any(|(k, _)| *k == key) {
+            if index.find(&entries, &key, |(k, _)| k.as_str()).is_some() {
                 return Err(de::Error::custom(format!("duplicate key {key:?}")));
             }
             let value = map.next_value()?;
+            index.pushed(&key, entries.len());
             entries.push((key, value));
         }
         Ok(Node::Map(entries))

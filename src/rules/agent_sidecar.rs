@@ -14,7 +14,7 @@
 use jsonptr::Token;
 use serde_json::Value;
 
-use super::{Ctx, containers, meta_map, meta_str};
+use super::{Ctx, containers, meta_map, meta_str, shown};
 use crate::config::{AgentSidecar, LabelSelector, Operator, normalize_repository};
 use crate::json::Json;
 
@@ -56,7 +56,8 @@ pub fn apply<'a, J: Json<'a>>(pod: J, cfg: &AgentSidecar, cx: &mut Ctx<'_>) {
                 None => cx.add(label_path(DATAPLANE_MODE), Value::String("none".into())),
                 Some("none") => {}
                 Some(other) => cx.warn(format!(
-                    "tracing agent pod has {DATAPLANE_MODE}={other:?}; left as set"
+                    "tracing agent pod has {DATAPLANE_MODE}={:?}; left as set",
+                    shown(other)
                 )),
             }
         }

@@ -9,7 +9,7 @@
 use jsonptr::Token;
 use serde_json::Value;
 
-use super::{Ctx, meta_str};
+use super::{Ctx, meta_str, shown};
 use crate::config::{CronJobApp, is_label_value};
 use crate::json::Json;
 
@@ -58,7 +58,8 @@ pub fn apply<'a, J: Json<'a>>(cronjob: J, cfg: &CronJobApp, cx: &mut Ctx<'_>) {
     };
     if !is_label_value(value) {
         cx.warn(format!(
-            "{value:?} is not a valid label value; {key} label not set"
+            "{:?} is not a valid label value; {key} label not set",
+            shown(value)
         ));
         return;
     }

@@ -264,6 +264,19 @@ impl Drop for Ctx<'_> {
 
 // === helpers for reading raw objects ===
 
+/// The longest user-sent value a warning or a refusal echoes, in characters.
+const MAX_SHOWN_CHARS: usize = 64;
+
+/// A user-sent string as a message echoes it: at most 64 characters, then `…`, so that
+/// a hostile object cannot make a warning, a refusal or a log line long (the reason
+/// after it stays readable).
+pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(MAX_SHOWN_CHARS) {
+        None => s.into(),
+        Some((cut, _)) => format!("{}…", &s[..cut]).into(),
+    }
+}
+
 /// `obj.metadata.<map>.<key>` as a string, if it is one.
 pub fn meta_str<'a, J: Json<'a>>(obj: J, map: &str, key: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(map)?.get(key)?.as_str()

@@ -10,10 +10,12 @@
 //! too, and a Service `targetPort` naming such a port follows the rename (in either
 //! mode: a Service that kept targeting the old name would lose the renamed pods).
 
+use std::collections::HashSet;
+
 use jsonptr::Token;
 use serde_json::Value;
 
-use super::{Ctx, containers, idx};
+use super::{Ctx, containers, idx, shown};
 use crate::config::{PortMode, TracePort, is_dns_label, is_iana_svc_name};
 use crate::json::Json;
 
@@ -30,8 +32,9 @@ pub fn apply_service<'a, J: Json<'a>>(svc: J, cfg: &TracePort, cx: &mut Ctx<'_>)
     let Some(ports) = svc.get("spec").and_then(|s| s.get("ports")) else {
         return;
     };
-    // Names this pass gives, so that two unnamed matching ports do not both become `tcp`.
-    let mut given: Vec<String> = Vec::new();
+    // Every port name, with the names this pass gives (so that two unnamed matching
+    // ports do not both become `tcp`); made when first needed.
+    let mut taken: Option<HashSet<String>> = None;
     for (i, port) in ports.items().enumerate() {
         if !port.is_object() || !is_tcp(port) {
             continue;
@@ -41,7 +44,7 @@ pub fn apply_service<'a, J: Json<'a>>(svc: J, cfg: &TracePort, cx: &mut Ctx<'_>)
             .and_then(J::as_str)
             .filter(|n| !n.is_empty());
         let number = port.get("port").and_then(J::as_u64);
-        let label = describe(name, number);
+        let label = || describe(name, number);
         if cfg.rename_pod_ports {
             follow_target_port(port, i, cfg, cx);
         }
@@ -53,10 +56,14 @@ pub fn apply_service<'a, J: Json<'a>>(svc: J, cfg: &TracePort, cx: &mut Ctx<'_>)
             PortMode::AppProtocol => match (app_protocol, name.and_then(protocol_prefix)) {
                 (Some(p), _) if p.eq_ignore_ascii_case("tcp") => {}
                 (Some(p), _) => cx.warn(format!(
-                    "service port {label}: appProtocol is {p:?}; left alone, Istio will treat the trace port as {p}"
+                    "service port {}: appProtocol is {:?}; left alone, Istio will treat the trace port as {}",
+                    label(),
+                    shown(p),
+                    shown(p)
                 )),
                 (None, Some(p)) if p != "tcp" => cx.warn(format!(
-                    "service port {label}: its name declares protocol {p}; left alone"
+                    "service port {}: its name declares protocol {p}; left alone",
+                    label()
                 )),
                 (None, _) => cx.add(
                     [Token::new("spec"), Token::new("ports"), idx(i), Token::new("appProtocol")],
@@ -66,7 +73,9 @@ pub fn apply_service<'a, J: Json<'a>>(svc: J, cfg: &TracePort, cx: &mut Ctx<'_>)
             PortMode::Name => {
                 if let Some(p) = app_protocol.filter(|p| !p.eq_ignore_ascii_case("tcp")) {
                     cx.warn(format!(
-                        "service port {label}: appProtocol {p:?} overrides the port name in Istio; left alone"
+                        "service port {}: appProtocol {:?} overrides the port name in Istio; left alone",
+                        label(),
+                        shown(p)
                     ));
                     continue;
                 }
@@ -76,7 +85,8 @@ pub fn apply_service<'a, J: Json<'a>>(svc: J, cfg: &TracePort, cx: &mut Ctx<'_>)
                         Some("tcp") => continue,
                         Some(p) => {
                             cx.warn(format!(
-                                "service port {label}: its name declares protocol {p}; left alone"
+                                "service port {}: its name declares protocol {p}; left alone",
+                    label()
                             ));
                             continue;
                         }
@@ -85,17 +95,23 @@ pub fn apply_service<'a, J: Json<'a>>(svc: J, cfg: &TracePort, cx: &mut Ctx<'_>)
                 };
                 if !is_dns_label(&new_name) {
                     cx.warn(format!(
-                        "service port {label}: {new_name:?} would not be a valid port name; left alone"
+                        "service port {}: {:?} would not be a valid port name; left alone",
+                        label(),
+                        shown(&new_name)
                     ));
                     continue;
                 }
-                if given.contains(&new_name)
-                    || ports
+                let taken = taken.get_or_insert_with(|| {
+                    ports
                         .items()
-                        .any(|p| p.get("name").and_then(J::as_str) == Some(new_name.as_str()))
-                {
+                        .filter_map(|p| p.get("name").and_then(J::as_str))
+                        .map(str::to_owned)
+                        .collect()
+                });
+                if taken.contains(&new_name) {
                     cx.warn(format!(
-                        "service port {label}: another port is already named {new_name:?}; left alone"
+                        "service port {}: another port is already named {new_name:?}; left alone",
+                    label()
                     ));
                     continue;
                 }
@@ -103,7 +119,7 @@ pub fn apply_service<'a, J: Json<'a>>(svc: J, cfg: &TracePort, cx: &mut Ctx<'_>)
                     [Token::new("spec"), Token::new("ports"), idx(i), Token::new("name")],
                     Value::String(new_name.clone()),
                 );
-                given.push(new_name);
+                taken.insert(new_name);
             }
         }
     }
@@ -114,11 +130,12 @@ pub fn apply_pod<'a, J: Json<'a>>(pod: J, cfg: &TracePort, cx: &mut Ctx<'_>) {
     if !cfg.enabled || !cfg.rename_pod_ports {
         return;
     }
-    let all_names: Vec<&str> = containers(pod)
+    // Every port name in the pod, with the names this pass gives.
+    let mut taken: HashSet<String> = containers(pod)
         .flat_map(|(_, _, c)| port_list(c))
         .filter_map(|p| p.get("name").and_then(J::as_str))
+        .map(str::to_owned)
         .collect();
-    let mut given: Vec<String> = Vec::new();
     for (list, i, container) in containers(pod) {
         let cname = container.get("name").and_then(J::as_str).unwrap_or("?");
         for (k, port) in port_list(container).enumerate() {
@@ -139,13 +156,17 @@ pub fn apply_pod<'a, J: Json<'a>>(pod: J, cfg: &TracePort, cx: &mut Ctx<'_>) {
             let new_name = format!("tcp-{name}");
             if !is_iana_svc_name(&new_name) {
                 cx.warn(format!(
-                    "container {cname} port {name}: {new_name:?} would exceed the 15-character port name limit; left alone"
+                    "container {} port {}: {:?} would exceed the 15-character port name limit; left alone",
+                    shown(cname),
+                    shown(name),
+                    shown(&new_name)
                 ));
                 continue;
             }
-            if all_names.contains(&new_name.as_str()) || given.contains(&new_name) {
+            if taken.contains(&new_name) {
                 cx.warn(format!(
-                    "container {cname} port {name}: the pod already has a port named {new_name:?}; left alone"
+                    "container {} port {name}: the pod already has a port named {new_name:?}; left alone",
+                    shown(cname)
                 ));
                 continue;
             }
@@ -160,7 +181,7 @@ pub fn apply_pod<'a, J: Json<'a>>(pod: J, cfg: &TracePort, cx: &mut Ctx<'_>) {
                 ],
                 Value::String(new_name.clone()),
             );
-            given.push(new_name);
+            taken.insert(new_name);
         }
     }
 }
@@ -231,8 +252,8 @@ fn protocol_prefix(name: &str) -> Option<&'static str> {
 
 fn describe(name: Option<&str>, number: Option<u64>) -> String {
     match (name, number) {
-        (Some(n), Some(p)) => format!("{n} ({p})"),
-        (Some(n), None) => n.to_owned(),
+        (Some(n), Some(p)) => format!("{} ({p})", shown(n)),
+        (Some(n), None) => shown(n).into_owned(),
         (None, Some(p)) => p.to_string(),
         (None, None) => "(unnamed)".to_owned(),
     }

@@ -12,6 +12,7 @@
 //! - sidecar already present (reinvocation after the injector, a sidecar in the
 //!   manifest, or a native sidecar in `initContainers`): set on the container directly.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use jsonptr::Token;
@@ -19,9 +20,10 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::{Ctx, containers, idx, meta_map, meta_str};
+use super::{Ctx, containers, idx, meta_map, meta_str, shown};
 use crate::config::{TracerEnv, is_env_var_name};
 use crate::json::Json;
+use crate::keyed::KeyIndex;
 use crate::proxy_config;
 
 /// Istio's per-pod proxy configuration annotation.
@@ -55,6 +57,7 @@ pub fn apply<'a, J: Json<'a>>(pod: J, cfg: &TracerEnv, cx: &mut Ctx<'_>) {
 /// the owner's intent is unknown, so the rule changes nothing.
 fn collect<'a, J: Json<'a>>(pod: J, cfg: &TracerEnv, cx: &mut Ctx<'_>) -> Option<Vec<Var>> {
     let mut vars: Vec<Var> = Vec::new();
+    let mut index = KeyIndex::default();
     let annotations = meta_map(pod, "annotations");
     for key in &cfg.annotations {
         let key = key.as_str();
@@ -67,6 +70,13 @@ fn collect<'a, J: Json<'a>>(pod: J, cfg: &TracerEnv, cx: &mut Ctx<'_>) -> Option
             ));
             return None;
         };
+        if text.len() > MAX_ANNOTATION_BYTES {
+            cx.warn(format!(
+                "annotation {key}: {} bytes, over the 256 KiB Kubernetes allows for all of an object's annotations; no variables set",
+                text.len()
+            ));
+            return None;
+        }
         let entries = match parse_object(text) {
             Ok(entries) => entries,
             Err(e) => {
@@ -78,16 +88,20 @@ fn collect<'a, J: Json<'a>>(pod: J, cfg: &TracerEnv, cx: &mut Ctx<'_>) -> Option
         };
         for (name, raw) in entries {
             let Some(value) = env_text(raw) else {
-                cx.warn(format!("annotation {key}: {name} is null; skipped"));
+                cx.warn(format!(
+                    "annotation {key}: {} is null; skipped",
+                    shown(&name)
+                ));
                 continue;
             };
             if !is_env_var_name(&name) {
                 cx.warn(format!(
-                    "annotation {key}: {name:?} is not a valid environment variable name; skipped"
+                    "annotation {key}: {:?} is not a valid environment variable name; skipped",
+                    shown(&name)
                 ));
                 continue;
             }
-            set(&mut vars, name, value);
+            set(&mut vars, &mut index, name, value);
         }
     }
     let ust = &cfg.unified_service_tags;
@@ -110,10 +124,13 @@ fn collect<'a, J: Json<'a>>(pod: J, cfg: &TracerEnv, cx: &mut Ctx<'_>) -> Option
 }
 
 /// Sets `name`, keeping the position of its first appearance and the latest value.
-fn set(vars: &mut Vec<Var>, name: String, value: String) {
-    match vars.iter_mut().find(|v| v.name == name) {
-        Some(v) => v.value = value,
-        None => vars.push(Var { name, value }),
+fn set(vars: &mut Vec<Var>, index: &mut KeyIndex, name: String, value: String) {
+    match index.find(vars, &name, |v| v.name.as_str()) {
+        Some(i) => vars[i].value = value,
+        None => {
+            index.pushed(&name, vars.len());
+            vars.push(Var { name, value });
+        }
     }
 }
 
@@ -125,6 +142,13 @@ fn into_proxy_metadata<'a, J: Json<'a>>(pod: J, vars: &[Var], cx: &mut Ctx<'_>) 
     {
         cx.warn(format!(
             "annotation {PROXY_CONFIG}: not a string; left alone"
+        ));
+        return;
+    }
+    if let Some(text) = existing.filter(|t| t.len() > MAX_ANNOTATION_BYTES) {
+        cx.warn(format!(
+            "annotation {PROXY_CONFIG}: {} bytes, over the 256 KiB Kubernetes allows for all of an object's annotations; left alone",
+            text.len()
         ));
         return;
     }
@@ -152,17 +176,40 @@ fn into_proxy_metadata<'a, J: Json<'a>>(pod: J, vars: &[Var], cx: &mut Ctx<'_>) 
     );
 }
 
+/// Kubernetes refuses an object whose annotations together exceed 256 KiB (checked by
+/// validation, after admission): a larger annotation is not read at all.
+const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+
+/// The largest patch channel 2 makes (the apiserver's own request limit is 3 MiB).
+const MAX_CONTAINER_PATCH_BYTES: usize = 8 << 20;
+
 /// Channel 2: set on the target containers already in the pod.
 fn into_containers<'a, J: Json<'a>>(pod: J, vars: &[Var], cfg: &TracerEnv, cx: &mut Ctx<'_>) {
-    for (list, i, container) in containers(pod) {
-        let Some(name) = container.get("name").and_then(J::as_str) else {
-            continue;
-        };
-        let init = list == "initContainers";
-        let native_sidecar = container.get("restartPolicy").and_then(J::as_str) == Some("Always");
-        if !cfg.containers.selects(name, native_sidecar, init) {
-            continue;
-        }
+    let targets = || {
+        containers(pod).filter_map(|(list, i, container)| {
+            let name = container.get("name").and_then(J::as_str)?;
+            let init = list == "initContainers";
+            let native_sidecar =
+                container.get("restartPolicy").and_then(J::as_str) == Some("Always");
+            cfg.containers
+                .selects(name, native_sidecar, init)
+                .then_some((list, i, container, name))
+        })
+    };
+    // Every variable is copied into every target container: bound the product, so that
+    // a hostile pod (thousands of variables, thousands of same-named containers) cannot
+    // make a patch that exhausts memory.
+    let var_bytes: usize = vars.iter().map(|v| v.name.len() + v.value.len() + 32).sum();
+    let count = targets().count();
+    if var_bytes.saturating_mul(count) > MAX_CONTAINER_PATCH_BYTES {
+        cx.warn(format!(
+            "{} variables into {count} containers would make a patch over {} MiB; containers left alone",
+            vars.len(),
+            MAX_CONTAINER_PATCH_BYTES >> 20
+        ));
+        return;
+    }
+    for (list, i, container, name) in targets() {
         let env = container.get("env");
         let env_tokens = || {
             [
@@ -173,20 +220,39 @@ fn into_containers<'a, J: Json<'a>>(pod: J, vars: &[Var], cfg: &TracerEnv, cx: &
             ]
         };
         let mut ensured = false;
+        let entries: Vec<(Option<&'a str>, J)> = env
+            .into_iter()
+            .flat_map(J::items)
+            .map(|e| (e.get("name").and_then(J::as_str), e))
+            .collect();
+        // Kubernetes lets a name repeat; the last entry is the one that takes effect.
+        // A hash index only when a linear search per variable would be slow (a hostile
+        // annotation against a hostile env list).
+        let by_name: Option<HashMap<&str, usize>> =
+            (entries.len().saturating_mul(vars.len()) > 4096).then(|| {
+                entries
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, (n, _))| n.map(|n| (n, j)))
+                    .collect()
+            });
         for var in vars {
-            // Kubernetes lets a name repeat; the last entry is the one that takes effect.
-            let found = env
-                .into_iter()
-                .flat_map(J::items)
-                .enumerate()
-                .filter(|(_, e)| e.get("name").and_then(J::as_str) == Some(var.name.as_str()))
-                .last();
+            let found = match &by_name {
+                Some(by_name) => by_name.get(var.name.as_str()).map(|&j| (j, entries[j].1)),
+                None => entries
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .find(|(_, (n, _))| *n == Some(var.name.as_str()))
+                    .map(|(j, (_, e))| (j, *e)),
+            };
             match found {
                 Some((j, entry)) => {
                     if entry.get("valueFrom").is_some_and(|v| !v.is_null()) {
                         cx.warn(format!(
-                            "container {name}: {} is set from valueFrom; left alone",
-                            var.name
+                            "container {}: {} is set from valueFrom; left alone",
+                            shown(name),
+                            shown(&var.name)
                         ));
                         continue;
                     }
@@ -202,7 +268,10 @@ fn into_containers<'a, J: Json<'a>>(pod: J, vars: &[Var], cfg: &TracerEnv, cx: &
                 None => {
                     if !ensured {
                         if !cx.ensure_array(env, env_tokens()) {
-                            cx.warn(format!("container {name}: env is not a list; left alone"));
+                            cx.warn(format!(
+                                "container {}: env is not a list; left alone",
+                                shown(name)
+                            ));
                             break;
                         }
                         ensured = true;
