@@ -159,6 +159,13 @@ impl Reviewed {
 /// Decodes a review body and runs the rules.
 pub fn review(engine: &Engine, body: &[u8]) -> Result<Reviewed, ReviewError> {
     // simd-json unescapes strings in place; the copy is a memcpy of the body.
+    // simd-json stops at a NUL byte after a scalar and accepts what came before; NUL is
+    // never valid in JSON text (not whitespace, and escaped inside strings).
+    if let Some(at) = memchr::memchr(0, body) {
+        return Err(ReviewError::Decode(format!(
+            "not valid JSON: a NUL byte at byte {at}"
+        )));
+    }
     if let Some(at) = lone_surrogate(body) {
         return Err(ReviewError::Decode(format!(
             "not valid JSON: a \\u escape at byte {at} is half of a UTF-16 surrogate pair"
@@ -457,6 +464,17 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(body)
             );
+        }
+    }
+
+    #[test]
+    fn a_nul_byte_anywhere_is_refused_by_name() {
+        let body = review_of(pod_request(json!({"metadata": {}, "spec": {}})));
+        for at in [0, 1, body.len() / 2, body.len() - 1, body.len()] {
+            let mut b = body.clone();
+            b.insert(at, 0);
+            let err = review(&Engine::default(), &b).unwrap_err().to_string();
+            assert!(err.contains(&format!("NUL byte at byte {at}")), "{err}");
         }
     }
 

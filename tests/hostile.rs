@@ -563,6 +563,19 @@ async fn invalid_json_is_refused_with_the_reason() {
             Want::Refused(400, "not valid JSON"),
         ),
         (
+            // Found by fuzzing: simd-json stopped at the NUL and accepted the rest.
+            "NUL after a scalar inside the review",
+            review
+                .replacen("\"CREATE\"", "\"CREATE\"\0", 1)
+                .into_bytes(),
+            Want::Refused(400, "NUL byte"),
+        ),
+        (
+            "NUL before the review",
+            format!("\0{review}").into_bytes(),
+            Want::Refused(400, "NUL byte at byte 0"),
+        ),
+        (
             "trailing whitespace",
             format!("{review} \n\r\n\t").into_bytes(),
             Want::Patched(""),
