@@ -444,6 +444,20 @@ mod tests {
     }
 
     #[test]
+    fn numbers_pass_through_exactly() {
+        // Found by fuzz/mutate_structured (fuzz/regressions/mutate/float-json-round-trip):
+        // without serde_json's `float_roundtrip`, a long float read and printed again
+        // changed in its last digit on every pass.
+        let input =
+            r#"{"kind": "ConfigMap", "x": 1.8196359856169283e+217, "y": 4.899215403885894e+252}"#;
+        let once = run(&Engine::default(), input.as_bytes(), Output::Json).unwrap();
+        let twice = run(&Engine::default(), once.stdout.as_bytes(), Output::Json).unwrap();
+        assert_eq!(once.stdout, twice.stdout);
+        let read = |s: &str| serde_json::from_str::<Value>(s).unwrap();
+        assert_eq!(read(&once.stdout), read(input));
+    }
+
+    #[test]
     fn not_utf8_is_refused() {
         let err = run(&Engine::default(), b"kind: \xff\n", Output::Yaml).unwrap_err();
         assert_eq!(err, InputError::NotUtf8(6));

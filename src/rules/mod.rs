@@ -269,12 +269,28 @@ const MAX_SHOWN_CHARS: usize = 64;
 
 /// A user-sent string as a message echoes it: at most 64 characters, then `…`, so that
 /// a hostile object cannot make a warning, a refusal or a log line long (the reason
-/// after it stays readable).
+/// after it stays readable), and on one line.
 pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
-    match s.char_indices().nth(MAX_SHOWN_CHARS) {
-        None => s.into(),
-        Some((cut, _)) => format!("{}…", &s[..cut]).into(),
+    let cut = s.char_indices().nth(MAX_SHOWN_CHARS).map(|(at, _)| at);
+    let head = &s[..cut.unwrap_or(s.len())];
+    if cut.is_none() && !head.contains(char::is_control) {
+        return s.into();
     }
+    // Control characters escaped (`\n`), so that the message stays one line wherever it
+    // is printed (`tracepatch mutate` prints warnings as they are; found by fuzzing:
+    // fuzz/regressions/mutate/env-name-newline).
+    let mut out = String::with_capacity(head.len() + 8);
+    for c in head.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if cut.is_some() {
+        out.push('…');
+    }
+    out.into()
 }
 
 /// `obj.metadata.<map>.<key>` as a string, if it is one.
@@ -312,6 +328,14 @@ pub fn idx(i: usize) -> Token<'static> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn shown_values_are_one_line_and_bounded() {
+        assert_eq!(shown("DD_ENV"), "DD_ENV");
+        assert_eq!(shown("a\nb\u{0}c"), "a\\nb\\u{0}c");
+        let long = format!("{}\n", "x".repeat(100));
+        assert_eq!(shown(&long), format!("{}…", "x".repeat(64)));
+    }
 
     #[test]
     fn parents_are_added_once_across_rules() {
