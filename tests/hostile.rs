@@ -21,7 +21,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use support::{Client, TestCerts, pod_review, start, tls_connect};
+use support::{Client, TestCerts, pod_review, served_within_5s, serving, tls_connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 use tracepatch::engine::Engine;
@@ -2102,18 +2102,6 @@ async fn duplicate_keys_with_different_values() {
 // Over the wire: bodies over the limit, fast and slow; a flood of idle connections.
 // ---------------------------------------------------------------------------------
 
-async fn serving(dir: &std::path::Path, extra: &[&str]) -> (support::Running, TestCerts) {
-    let certs = TestCerts::new(dir, "serving");
-    let mut argv = vec![
-        "--tls-cert",
-        certs.cert.to_str().unwrap(),
-        "--tls-key",
-        certs.key.to_str().unwrap(),
-    ];
-    argv.extend_from_slice(extra);
-    (start(&argv).await, certs)
-}
-
 /// Writes `head`, then `body_chunks` with `pause` between them, over HTTP/1.1 and TLS,
 /// until the server answers; the status line and how long it took. A write error after
 /// the answer (the server closed the connection) is expected and ignored.
@@ -2349,19 +2337,7 @@ async fn a_flood_of_idle_connections_is_bounded_in_memory_and_does_not_stop_serv
             peak = peak.max(rss_kib(pid));
         }
     }
-    let mut client = tokio::time::timeout(
-        Duration::from_secs(5),
-        Client::connect(addr, certs.ca_der(), true),
-    )
-    .await
-    .expect("a new connection is served during the flood");
-    let (status, _) = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.send("POST", "/mutate", pod_review()),
-    )
-    .await
-    .expect("served in time");
-    assert_eq!(status, 200);
+    assert_eq!(served_within_5s(addr, certs.ca_der()).await, 200);
     peak = peak.max(rss_kib(pid));
     eprintln!("RSS {before} KiB before the flood, {peak} KiB at its peak");
     // Measured here: +3 MiB with the limit at 256; +21 MiB with it at 4,096 (all 2,000

@@ -11,7 +11,9 @@ use axum::body::Body;
 use base64::Engine as _;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use support::{Client, TestCerts, health_get, pod_review, start, tls_connect};
+use support::{
+    Client, TestCerts, health_get, pod_review, served_within_5s, serving, start, tls_connect,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 use tracepatch::engine::Engine;
@@ -331,14 +333,7 @@ async fn deletes_other_kinds_and_subresources_are_allowed_unchanged() {
 #[tokio::test]
 async fn real_tls_round_trip_over_http1_and_http2() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = TestCerts::new(dir.path(), "serving");
-    let server = start(&[
-        "--tls-cert",
-        certs.cert.to_str().unwrap(),
-        "--tls-key",
-        certs.key.to_str().unwrap(),
-    ])
-    .await;
+    let (server, certs) = serving(dir.path(), &[]).await;
     for http2 in [false, true] {
         let mut client = Client::connect(server.addr, certs.ca_der(), http2).await;
         let review = pod_review();
@@ -483,16 +478,7 @@ async fn rotated_certificate_files_are_served_to_new_connections_without_droppin
 #[tokio::test]
 async fn a_request_in_flight_at_shutdown_completes() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = TestCerts::new(dir.path(), "serving");
-    let server = start(&[
-        "--tls-cert",
-        certs.cert.to_str().unwrap(),
-        "--tls-key",
-        certs.key.to_str().unwrap(),
-        "--shutdown-delay",
-        "300ms",
-    ])
-    .await;
+    let (server, certs) = serving(dir.path(), &["--shutdown-delay", "300ms"]).await;
     assert_eq!(
         health_get(server.health_addr, "/readyz").await,
         (200, "ok\n".into())
@@ -542,16 +528,7 @@ async fn a_request_in_flight_at_shutdown_completes() {
 #[tokio::test]
 async fn slow_handshakes_and_slow_headers_are_cut_off() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = TestCerts::new(dir.path(), "serving");
-    let server = start(&[
-        "--tls-cert",
-        certs.cert.to_str().unwrap(),
-        "--tls-key",
-        certs.key.to_str().unwrap(),
-        "--header-timeout",
-        "500ms",
-    ])
-    .await;
+    let (server, certs) = serving(dir.path(), &["--header-timeout", "500ms"]).await;
     // A TCP connection that never starts TLS.
     let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     // A TLS connection that sends half a request line and stops.
@@ -582,34 +559,13 @@ async fn slow_handshakes_and_slow_headers_are_cut_off() {
 #[tokio::test]
 async fn a_flood_of_idle_connections_does_not_stop_new_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = TestCerts::new(dir.path(), "serving");
-    let server = start(&[
-        "--tls-cert",
-        certs.cert.to_str().unwrap(),
-        "--tls-key",
-        certs.key.to_str().unwrap(),
-        "--max-connections",
-        "16",
-    ])
-    .await;
+    let (server, certs) = serving(dir.path(), &["--max-connections", "16"]).await;
     // Twice the limit of connections that complete TLS and then say nothing.
     let mut idle = Vec::new();
     for _ in 0..32 {
         idle.push(tls_connect(server.addr, certs.ca_der(), &[b"h2"]).await);
     }
-    let mut client = tokio::time::timeout(
-        Duration::from_secs(5),
-        Client::connect(server.addr, certs.ca_der(), true),
-    )
-    .await
-    .expect("a new connection is served despite the idle flood");
-    let (status, _) = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.send("POST", "/mutate", pod_review()),
-    )
-    .await
-    .expect("served in time");
-    assert_eq!(status, 200);
+    assert_eq!(served_within_5s(server.addr, certs.ca_der()).await, 200);
     drop(idle);
     server.shutdown.cancel();
     server.done.await.unwrap();

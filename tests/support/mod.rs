@@ -90,6 +90,34 @@ pub async fn start(extra: &[&str]) -> Running {
     }
 }
 
+/// `tracepatch serve` with a fresh certificate in `dir` and these extra flags.
+pub async fn serving(dir: &Path, extra: &[&str]) -> (Running, TestCerts) {
+    let certs = TestCerts::new(dir, "serving");
+    let mut argv = vec![
+        "--tls-cert",
+        certs.cert.to_str().unwrap(),
+        "--tls-key",
+        certs.key.to_str().unwrap(),
+    ];
+    argv.extend_from_slice(extra);
+    (start(&argv).await, certs)
+}
+
+/// A new HTTP/2 connection to `addr` is made and a pod review answered, each within
+/// 5 s; the status.
+pub async fn served_within_5s(addr: SocketAddr, ca: CertificateDer<'static>) -> u16 {
+    let mut client = tokio::time::timeout(Duration::from_secs(5), Client::connect(addr, ca, true))
+        .await
+        .expect("a new connection is served within 5 s");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        client.send("POST", "/mutate", pod_review()),
+    )
+    .await
+    .expect("a review is answered within 5 s")
+    .0
+}
+
 /// A TLS connection to `addr` trusting `ca`, offering these ALPN protocols.
 pub async fn tls_connect(
     addr: SocketAddr,
