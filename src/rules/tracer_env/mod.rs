@@ -8,7 +8,8 @@
 //! Two ways into the sidecar, both on by default:
 //! - before Istio injects: merged into `proxyMetadata` of the `proxy.istio.io/config`
 //!   annotation, which Istio's injector turns into the sidecar's environment (and keeps
-//!   on re-injection);
+//!   on re-injection); only values its template carries unchanged ([`istio_template`]),
+//!   the others with a warning when no sidecar is there yet to take them directly;
 //! - sidecar already present (reinvocation after the injector, a sidecar in the
 //!   manifest, or a native sidecar in `initContainers`): set on the container directly.
 
@@ -23,8 +24,12 @@ use serde_json::{Value, json};
 use super::{Ctx, containers, idx, meta_map, meta_str, shown};
 use crate::config::{TracerEnv, is_env_var_name};
 use crate::json::Json;
-use crate::keyed::KeyIndex;
-use crate::proxy_config;
+
+mod istio_template;
+mod keyed;
+pub mod proxy_config;
+
+use keyed::KeyIndex;
 
 /// Istio's per-pod proxy configuration annotation.
 pub const PROXY_CONFIG: &str = "proxy.istio.io/config";
@@ -46,7 +51,8 @@ pub fn apply<'a, J: Json<'a>>(pod: J, cfg: &TracerEnv, cx: &mut Ctx<'_>) {
         _ => return,
     };
     if cfg.proxy_metadata {
-        into_proxy_metadata(pod, &vars, cx);
+        let direct = cfg.sidecar_env && targets(pod, cfg).next().is_some();
+        into_proxy_metadata(pod, &vars, direct, cfg.sidecar_env, cx);
     }
     if cfg.sidecar_env {
         into_containers(pod, &vars, cfg, cx);
@@ -134,8 +140,37 @@ fn set(vars: &mut Vec<Var>, index: &mut KeyIndex, name: String, value: String) {
     }
 }
 
-/// Channel 1: merge into `proxyMetadata` of `proxy.istio.io/config`.
-fn into_proxy_metadata<'a, J: Json<'a>>(pod: J, vars: &[Var], cx: &mut Ctx<'_>) {
+/// Channel 1: merge into `proxyMetadata` of `proxy.istio.io/config` the variables
+/// Istio's injection template carries unchanged. Any other is left to the direct
+/// channel: set in this same call when `direct` (a target container is already there),
+/// else after Istio injected, when the apiserver calls again; a warning says so, or that
+/// it is not set at all when `sidecar_env` is off.
+fn into_proxy_metadata<'a, J: Json<'a>>(
+    pod: J,
+    vars: &[Var],
+    direct: bool,
+    sidecar_env: bool,
+    cx: &mut Ctx<'_>,
+) {
+    let mut safe = Vec::with_capacity(vars.len());
+    for var in vars {
+        match istio_template::unsafe_reason(&var.value) {
+            None => safe.push((var.name.as_str(), var.value.as_str())),
+            Some(_) if direct => {}
+            Some(reason) => cx.warn(format!(
+                "{}: not written to proxyMetadata of {PROXY_CONFIG}, whose values Istio's injection template cannot carry unchanged ({reason}); {}",
+                shown(&var.name),
+                if sidecar_env {
+                    "set on the sidecar directly once Istio has injected it"
+                } else {
+                    "sidecarEnv is off, so the sidecar does not get it"
+                }
+            )),
+        }
+    }
+    if safe.is_empty() {
+        return;
+    }
     let existing = meta_str(pod, "annotations", PROXY_CONFIG);
     if existing.is_none()
         && meta_map(pod, "annotations").is_some_and(|a| a.get(PROXY_CONFIG).is_some())
@@ -152,7 +187,7 @@ fn into_proxy_metadata<'a, J: Json<'a>>(pod: J, vars: &[Var], cx: &mut Ctx<'_>) 
         ));
         return;
     }
-    let merged = match proxy_config::merge_proxy_metadata(existing, vars) {
+    let merged = match proxy_config::merge_proxy_metadata(existing, safe) {
         Ok(Some(text)) => text,
         Ok(None) => return,
         Err(reason) => {
@@ -180,22 +215,29 @@ fn into_proxy_metadata<'a, J: Json<'a>>(pod: J, vars: &[Var], cx: &mut Ctx<'_>) 
 /// validation, after admission): a larger annotation is not read at all.
 const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
 
-/// The largest patch channel 2 makes (the apiserver's own request limit is 3 MiB).
-const MAX_CONTAINER_PATCH_BYTES: usize = 8 << 20;
+/// The largest patch channel 2 makes: the apiserver takes requests of at most 3 MiB, so
+/// an object grown past that by our patch could not be stored anyway.
+const MAX_CONTAINER_PATCH_BYTES: usize = 3 << 20;
+
+/// The containers of the pod that get the variables directly: (list, index, container,
+/// name).
+fn targets<'a, 'c, J: Json<'a>>(
+    pod: J,
+    cfg: &'c TracerEnv,
+) -> impl Iterator<Item = (&'static str, usize, J, &'a str)> + use<'a, 'c, J> {
+    containers(pod).filter_map(move |(list, i, container)| {
+        let name = container.get("name").and_then(J::as_str)?;
+        let init = list == "initContainers";
+        let native_sidecar = container.get("restartPolicy").and_then(J::as_str) == Some("Always");
+        cfg.containers
+            .selects(name, native_sidecar, init)
+            .then_some((list, i, container, name))
+    })
+}
 
 /// Channel 2: set on the target containers already in the pod.
 fn into_containers<'a, J: Json<'a>>(pod: J, vars: &[Var], cfg: &TracerEnv, cx: &mut Ctx<'_>) {
-    let targets = || {
-        containers(pod).filter_map(|(list, i, container)| {
-            let name = container.get("name").and_then(J::as_str)?;
-            let init = list == "initContainers";
-            let native_sidecar =
-                container.get("restartPolicy").and_then(J::as_str) == Some("Always");
-            cfg.containers
-                .selects(name, native_sidecar, init)
-                .then_some((list, i, container, name))
-        })
-    };
+    let targets = || targets(pod, cfg);
     // Every variable is copied into every target container: bound the product, so that
     // a hostile pod (thousands of variables, thousands of same-named containers) cannot
     // make a patch that exhausts memory.

@@ -13,8 +13,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 
-use crate::keyed::KeyIndex;
-use crate::rules::tracer_env::Var;
+use super::keyed::KeyIndex;
 
 /// A YAML/JSON value that keeps the order of map keys.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,12 +28,12 @@ pub enum Node {
     Map(Vec<(String, Node)>),
 }
 
-/// Merges `vars` into `proxyMetadata` of the annotation text (absent: a new
-/// annotation). `Ok(None)` when every variable is already there with its value;
-/// `Err(reason)` when the text is not a ProxyConfig we can safely rewrite.
-pub fn merge_proxy_metadata(
+/// Merges the `(name, value)` pairs into `proxyMetadata` of the annotation text
+/// (absent: a new annotation). `Ok(None)` when every variable is already there with its
+/// value; `Err(reason)` when the text is not a ProxyConfig we can safely rewrite.
+pub fn merge_proxy_metadata<'v>(
     existing: Option<&str>,
-    vars: &[Var],
+    vars: impl IntoIterator<Item = (&'v str, &'v str)>,
 ) -> Result<Option<String>, String> {
     let text = existing.unwrap_or("").trim();
     let json = text.is_empty() || text.starts_with('{');
@@ -67,18 +66,18 @@ pub fn merge_proxy_metadata(
     };
     let mut changed = false;
     let mut index = KeyIndex::default();
-    for var in vars {
-        match index.find(metadata, &var.name, |(k, _)| k.as_str()) {
+    for (name, value) in vars {
+        match index.find(metadata, name, |(k, _)| k.as_str()) {
             Some(i) => {
                 let v = &mut metadata[i].1;
-                if !matches!(v, Node::Str(s) if *s == var.value) {
-                    *v = Node::Str(var.value.clone());
+                if !matches!(v, Node::Str(s) if s == value) {
+                    *v = Node::Str(value.to_owned());
                     changed = true;
                 }
             }
             None => {
-                index.pushed(&var.name, metadata.len());
-                metadata.push((var.name.clone(), Node::Str(var.value.clone())));
+                index.pushed(name, metadata.len());
+                metadata.push((name.to_owned(), Node::Str(value.to_owned())));
                 changed = true;
             }
         }
@@ -201,21 +200,15 @@ impl Serialize for Node {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> Vec<Var> {
-        pairs
-            .iter()
-            .map(|(n, v)| Var {
-                name: n.to_string(),
-                value: v.to_string(),
-            })
-            .collect()
+    fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = (&'a str, &'a str)> {
+        pairs.iter().copied()
     }
 
     #[test]
     fn new_annotation_lists_variables_in_order() {
         let out = merge_proxy_metadata(
             None,
-            &vars(&[("DD_ENV", "prod"), ("B", "true"), ("A", "0.5")]),
+            vars(&[("DD_ENV", "prod"), ("B", "true"), ("A", "0.5")]),
         )
         .unwrap()
         .unwrap();
@@ -225,7 +218,7 @@ mod tests {
         );
         let reread = merge_proxy_metadata(
             Some(&out),
-            &vars(&[("DD_ENV", "prod"), ("B", "true"), ("A", "0.5")]),
+            vars(&[("DD_ENV", "prod"), ("B", "true"), ("A", "0.5")]),
         );
         assert_eq!(reread, Ok(None));
     }
@@ -235,7 +228,7 @@ mod tests {
         let existing = "holdApplicationUntilProxyStarts: true\nproxyMetadata:\n  ISTIO_META_DNS_CAPTURE: \"true\"\n  DD_ENV: staging\ntracing:\n  sampling: 10.5\n";
         let out = merge_proxy_metadata(
             Some(existing),
-            &vars(&[("DD_ENV", "prod"), ("DD_SERVICE", "web")]),
+            vars(&[("DD_ENV", "prod"), ("DD_SERVICE", "web")]),
         )
         .unwrap()
         .unwrap();
@@ -247,7 +240,7 @@ mod tests {
 
     #[test]
     fn json_stays_json() {
-        let out = merge_proxy_metadata(Some(r#"{"concurrency": 2}"#), &vars(&[("DD_ENV", "prod")]))
+        let out = merge_proxy_metadata(Some(r#"{"concurrency": 2}"#), vars(&[("DD_ENV", "prod")]))
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -259,11 +252,11 @@ mod tests {
     #[test]
     fn malformed_is_refused_with_a_reason() {
         assert!(
-            merge_proxy_metadata(Some("proxyMetadata: [unclosed"), &vars(&[("A", "b")])).is_err()
+            merge_proxy_metadata(Some("proxyMetadata: [unclosed"), vars(&[("A", "b")])).is_err()
         );
-        assert!(merge_proxy_metadata(Some("- a list"), &vars(&[("A", "b")])).is_err());
-        assert!(merge_proxy_metadata(Some("proxyMetadata: 3"), &vars(&[("A", "b")])).is_err());
-        assert!(merge_proxy_metadata(Some("{\"a\": 1"), &vars(&[("A", "b")])).is_err());
-        assert!(merge_proxy_metadata(Some("a: 1\na: 2\n"), &vars(&[("A", "b")])).is_err());
+        assert!(merge_proxy_metadata(Some("- a list"), vars(&[("A", "b")])).is_err());
+        assert!(merge_proxy_metadata(Some("proxyMetadata: 3"), vars(&[("A", "b")])).is_err());
+        assert!(merge_proxy_metadata(Some("{\"a\": 1"), vars(&[("A", "b")])).is_err());
+        assert!(merge_proxy_metadata(Some("a: 1\na: 2\n"), vars(&[("A", "b")])).is_err());
     }
 }
