@@ -60,8 +60,10 @@ It follows istio/istio at commit 86c9f01fd735fb01d8192f5bcaf0d424afb7f14c (maste
              does not parse is ignored there, and refuses the pod in reorderPod
 
 The YAML parser is libyaml through PyYAML's CSafeLoader (go-yaml v2 is a Go port of
-libyaml, and YAML 1.1 like it), with go-yaml v2's extra booleans y/Y/n/N; PyYAML's own
-Python parser is the fallback when the C binding is missing.
+libyaml, and YAML 1.1 like it), with plain scalars typed as go-yaml v2 types them
+(kubernetes-sigs/yaml goyaml.v2/resolve.go, commit 742f5e6f06b9: y/Y/n/N are booleans,
+-.5 is a number, ...); PyYAML's own Python parser is the fallback when the C binding is
+missing.
 
 Left out, because tracepatch relies on none of it: volumes and volume mounts, probes and
 their rewriting, Prometheus annotations, resources, CNI (istio-validation), templates
@@ -111,20 +113,76 @@ except AttributeError:  # PyYAML built without libyaml
 
 
 class GoYamlV2Loader(_BaseLoader):  # type: ignore[misc,valid-type]
-    """YAML 1.1 as go-yaml v2 resolves plain scalars: it also takes y, Y, n, N for booleans."""
+    """libyaml's parser with go-yaml v2's resolution of plain scalars."""
+
+    def resolve(self, kind, value, implicit):
+        if kind is yaml.ScalarNode and implicit[0]:
+            return go_yaml_v2_tag(value)
+        return super().resolve(kind, value, implicit)
 
 
-GoYamlV2Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN")
-)
+# kubernetes-sigs/yaml goyaml.v2/resolve.go (commit 742f5e6f06b9): the type go-yaml v2
+# gives a plain scalar. It differs from PyYAML's YAML 1.1 resolver: y, Y, n, N are
+# booleans; -.5, -1e5 and -_1 are numbers; there are no base-60 numbers.
+_GO_BOOL = {**dict.fromkeys(("y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"), True),
+            **dict.fromkeys(("n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"), False)}
+_GO_NULL = {"", "~", "null", "Null", "NULL"}
+_GO_SPECIAL_FLOAT = {".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf", "-.INF"}
+_GO_INT = re.compile(r"^[-+]?(?:0[xX][0-9a-fA-F]+|0[bB][01]+|0[oO][0-7]+|0[0-7]*|[1-9][0-9]*)$")  # strconv.ParseInt base 0
+_GO_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")  # yamlStyleFloat
+_GO_TIMESTAMP = re.compile(r"^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}(?:[Tt ][0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}(?:\.[0-9]+)?(?:Z|[-+][0-9]{2}:[0-9]{2})?)?$")
 
 
-def _go_yaml_bool(loader, node):
-    value = loader.construct_scalar(node)
-    return value in ("y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON")
+def go_yaml_v2_tag(value: str) -> str:
+    tag = "tag:yaml.org,2002:"
+    hint = value[:1]
+    if value in _GO_BOOL:
+        return tag + "bool"
+    if value in _GO_NULL:
+        return tag + "null"
+    if value in _GO_SPECIAL_FLOAT:
+        return tag + "float"
+    if hint == "." and re.match(r"^\.[0-9]+(?:[eE][-+]?[0-9]+)?$", value):
+        return tag + "float"
+    if hint and hint in "+-0123456789":
+        if _GO_TIMESTAMP.match(value):
+            return tag + "timestamp"
+        plain = value.replace("_", "")
+        if _GO_INT.match(plain):
+            return tag + "int"
+        if _GO_FLOAT.match(plain):
+            return tag + "float"
+    return tag + "str"
 
 
-GoYamlV2Loader.add_constructor("tag:yaml.org,2002:bool", _go_yaml_bool)
+def _go_bool(loader, node):
+    return _GO_BOOL[loader.construct_scalar(node)]
+
+
+def _go_int(loader, node):
+    plain = loader.construct_scalar(node).replace("_", "")
+    sign, digits = (-1, plain[1:]) if plain[:1] == "-" else (1, plain.lstrip("+"))
+    if len(digits) > 1 and digits[0] == "0" and digits[1] in "01234567":
+        return sign * int(digits, 8)
+    return sign * int(digits, 0)
+
+
+def _go_float(loader, node):
+    text = loader.construct_scalar(node)
+    if text in _GO_SPECIAL_FLOAT:
+        return float(text.replace(".", "").lower().replace("+", ""))
+    return float(text.replace("_", ""))
+
+
+def _go_timestamp(loader, node):
+    # A time.Time, which sigs.k8s.io/yaml turns into its RFC 3339 text: a string.
+    return loader.construct_scalar(node)
+
+
+GoYamlV2Loader.add_constructor("tag:yaml.org,2002:bool", _go_bool)
+GoYamlV2Loader.add_constructor("tag:yaml.org,2002:int", _go_int)
+GoYamlV2Loader.add_constructor("tag:yaml.org,2002:float", _go_float)
+GoYamlV2Loader.add_constructor("tag:yaml.org,2002:timestamp", _go_timestamp)
 
 
 def parse_yaml(text: str):

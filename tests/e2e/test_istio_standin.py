@@ -154,6 +154,27 @@ class ProxyMetadataRendering(unittest.TestCase):
             with self.subTest(name), self.assertRaisesRegex(standin.InjectionError, "cannot unmarshal bool"):
                 standin.inject(with_metadata({name: "1"}), CLASSIC)
 
+    def test_a_name_go_yaml_reads_as_a_number_refuses_the_pod(self):
+        # Valid Kubernetes env names ([-._a-zA-Z][-._a-zA-Z0-9]*) that go-yaml v2 types as
+        # numbers; PyYAML alone would read -.5, -1e5 and -_1 as strings.
+        for name in ("-1", "-_1", "-.5", ".5", "-1e5", "-.inf"):
+            with self.subTest(name), self.assertRaisesRegex(standin.InjectionError, "cannot unmarshal number"):
+                standin.inject(with_metadata({name: "1"}), CLASSIC)
+
+    def test_a_lone_dash_name_breaks_the_template(self):
+        with self.assertRaises(standin.InjectionError):
+            standin.inject(with_metadata({"-": "1"}), CLASSIC)
+
+    def test_a_null_name_renders_a_variable_without_a_name(self):
+        # Istio admits it; the apiserver's validation then refuses the pod (env[].name required).
+        injected = standin.inject(with_metadata({"null": "1"}), CLASSIC)
+        self.assertEqual(env_values(proxy(injected), ""), ["1"])
+
+    def test_names_that_stay_strings(self):
+        for name in ("DD_ENV", "-abc", "._1", ".e5", "a.b-c", "YES_PLEASE", "Nope"):
+            with self.subTest(name):
+                self.assertEqual(env_values(proxy(standin.inject(with_metadata({name: "1"}), CLASSIC)), name), ["1"])
+
     def test_yaml_proxy_config_annotation_is_read_like_json(self):
         p = pod({"proxy.istio.io/config": "proxyMetadata:\n  DD_ENV: prod\nconcurrency: 2\n"})
         self.assertEqual(env_values(proxy(standin.inject(p, CLASSIC)), "DD_ENV"), ["prod"])
