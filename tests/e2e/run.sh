@@ -91,19 +91,32 @@ CONTAINER_SECURITY='      securityContext:
         capabilities:
           drop: ["ALL"]'
 
-# The values a user may put in the annotation, each checked through Istio's injector:
+# What a user may put in the annotation, each checked through Istio's injector: a case
 # NAME, whether Istio's template carries it unchanged (safe) or not (unsafe: tracepatch
-# must keep it out of proxyMetadata and set it on istio-proxy directly), the annotation's
-# JSON value, and the exact value the sidecar must get (a JSON string).
+# must keep it out of proxyMetadata and set it on istio-proxy directly), the variable, its
+# JSON value in the annotation, and the exact value the sidecar must get (a JSON string).
 CASE_NAMES=()
 CASE_SAFETY=()
+CASE_VAR=()
 CASE_JSON=()
 CASE_WANT=()
+# value_case NAME SAFETY JSON_VALUE [WANT]: a value of DD_E2E_VALUE.
 value_case() {
   CASE_NAMES+=("$1")
   CASE_SAFETY+=("$2")
+  CASE_VAR+=(DD_E2E_VALUE)
   CASE_JSON+=("$3")
   CASE_WANT+=("${4:-$3}")
+}
+# name_case NAME VARIABLE: a valid environment variable name ([-._a-zA-Z][-._a-zA-Z0-9]*)
+# that Istio's template line `- name: {{ $key }}` does not carry as that string: go-yaml v2
+# reads it as a boolean, a number or null, or as YAML syntax. Its value is "1".
+name_case() {
+  CASE_NAMES+=("$1")
+  CASE_SAFETY+=(unsafe)
+  CASE_VAR+=("$2")
+  CASE_JSON+=('"1"')
+  CASE_WANT+=('"1"')
 }
 value_case array unsafe '[{"sample_rate":0.5}]' '"[{\"sample_rate\":0.5}]"'
 value_case object unsafe '{"team":"shop","tier":1}' '"{\"team\":\"shop\",\"tier\":1}"'
@@ -119,6 +132,10 @@ value_case hash safe '"v1 # not a comment"'
 value_case colon safe '"key: value"'
 value_case non-ascii safe '"café ☕ 東京"'
 value_case empty safe '""'
+name_case name-yaml-boolean Y
+name_case name-yaml-number -1
+name_case name-yaml-null null
+name_case name-lone-dash -
 
 # ---------------------------------------------------------------------------------------
 # Results: every PASS/FAIL/SKIP line is also appended to $RESULTS, and the closing line
@@ -552,9 +569,11 @@ check_pod() {
   fi
 }
 
-# warned_about NAME: kubectl printed a warning naming NAME for the last create.
+# warned_about NAME: kubectl printed a warning naming NAME for the last create (NAME as a
+# whole word: not inside a longer name, so that `-` does not match `tracer-env`).
 warned_about() {
-  grep -i '^Warning:' "$TMP/last-create.err" | grep -qF "$1"
+  local word="${1//./\\.}"
+  grep -i '^Warning:' "$TMP/last-create.err" | grep -qE "(^|[^-._A-Za-z0-9])${word}([^-._A-Za-z0-9]|\$)"
 }
 
 # The value of variable $1 on the pod's istio-proxy container, wherever it is (a native
@@ -774,7 +793,7 @@ print_manifests() {
   fx_agent_pod agent-native "$NS_ISTIO" true
   echo ---
   for i in "${!CASE_NAMES[@]}"; do
-    fx_istio_pod "value-${CASE_NAMES[$i]}-native" "$NS_ISTIO" true apm.datadoghq.com/env "{\"DD_E2E_VALUE\":${CASE_JSON[$i]}}"
+    fx_istio_pod "case-${CASE_NAMES[$i]}-native" "$NS_ISTIO" true apm.datadoghq.com/env "{\"${CASE_VAR[$i]}\":${CASE_JSON[$i]}}"
     echo ---
   done
   fx_reinjected_pod reinjected "$NS_ISTIO"
@@ -1152,27 +1171,28 @@ if [[ -n "$ISTIO" ]] && wait_for_injection "Istio's injector ($ISTIO) answers"; 
         sidecar "$(fetch_pod "$NS_ISTIO" "agent-$layout")" none
     fi
     for i in "${!CASE_NAMES[@]}"; do
-      name="value-${CASE_NAMES[$i]}-$layout"
-      desc="$tag: value ${CASE_NAMES[$i]} (${CASE_JSON[$i]}, ${CASE_SAFETY[$i]})"
+      name="case-${CASE_NAMES[$i]}-$layout"
+      var="${CASE_VAR[$i]}"
+      desc="$tag: ${CASE_NAMES[$i]} (${var}=${CASE_JSON[$i]}, ${CASE_SAFETY[$i]})"
       if ! create "$desc: pod admitted" \
-        "$(fx_istio_pod "$name" "$NS_ISTIO" "$native" apm.datadoghq.com/env "{\"DD_E2E_VALUE\":${CASE_JSON[$i]}}")"; then
+        "$(fx_istio_pod "$name" "$NS_ISTIO" "$native" apm.datadoghq.com/env "{\"${var}\":${CASE_JSON[$i]}}")"; then
         continue
       fi
       pass "$desc: pod admitted"
       if [[ "${CASE_SAFETY[$i]}" == unsafe ]]; then
-        if warned_about DD_E2E_VALUE; then
-          pass "$desc: kubectl printed a warning naming DD_E2E_VALUE"
+        if warned_about "$var"; then
+          pass "$desc: kubectl printed a warning naming $var"
         else
-          fail "$desc: no warning naming DD_E2E_VALUE (stderr: $(tr '\n' ' ' <"$TMP/last-create.err"))"
+          fail "$desc: no warning naming $var (stderr: $(tr '\n' ' ' <"$TMP/last-create.err"))"
         fi
       fi
       pod="$(fetch_pod "$NS_ISTIO" "$name")"
       check_pod "$desc: injected" sidecar "$pod" "$layout"
-      check_pod "$desc: istio-proxy has DD_E2E_VALUE exactly, once" env "$pod" istio-proxy DD_E2E_VALUE "${CASE_WANT[$i]}"
+      check_pod "$desc: istio-proxy has $var exactly, once" env "$pod" istio-proxy "$var" "${CASE_WANT[$i]}"
       if [[ "${CASE_SAFETY[$i]}" == safe ]]; then
-        check_pod "$desc: in proxyMetadata, exactly" meta "$pod" DD_E2E_VALUE "${CASE_WANT[$i]}"
+        check_pod "$desc: in proxyMetadata, exactly" meta "$pod" "$var" "${CASE_WANT[$i]}"
       else
-        check_pod "$desc: not in proxyMetadata" meta "$pod" DD_E2E_VALUE absent
+        check_pod "$desc: not in proxyMetadata" meta "$pod" "$var" absent
       fi
     done
   done
