@@ -5,7 +5,9 @@
 # delete the cluster (also on failure or Ctrl-C).
 #
 # Needs: docker, kind, kubectl, helm; istioctl optional (without it the Istio checks are
-# skipped). Your own kubeconfig is not touched: the cluster's goes to a temporary file.
+# skipped, unless E2E_ISTIO=standin with E2E_ISTIO_HOST set to an address of this machine
+# the kind node reaches). Your own kubeconfig is not touched: the cluster's goes to a
+# temporary file.
 #
 # Environment:
 #   KIND_CLUSTER_NAME   cluster name (default tracepatch-e2e)
@@ -57,7 +59,14 @@ if command -v istioctl >/dev/null 2>&1; then
   echo "---- installing Istio (minimal profile)"
   istioctl install -y --set profile=minimal
 else
-  echo "---- istioctl is not on PATH: Istio is not installed and the Istio checks will be skipped"
+  # The Istio stand-in runs on this machine, where a kind node's apiserver does not reach
+  # 127.0.0.1; E2E_ISTIO=standin E2E_ISTIO_HOST=<this machine as the node sees it> uses it.
+  if [[ -z "${E2E_ISTIO:-}" ]]; then
+    echo "---- istioctl is not on PATH: Istio is not installed and the Istio checks will be skipped"
+    export E2E_ISTIO=none
+  else
+    echo "---- istioctl is not on PATH: Istio is not installed (E2E_ISTIO=$E2E_ISTIO)"
+  fi
 fi
 
 echo "---- installing tracepatch with the Helm chart"
