@@ -20,3 +20,4 @@ pub mod mutate;
 pub mod rules;
 pub mod server;
 pub mod tls;
+pub mod webhook_config;
