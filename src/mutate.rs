@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::admission;
 use crate::engine::{Engine, Kind};
 use crate::rules::Outcome;
+use crate::text::strip_location;
 
 /// How to print the result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,7 +215,7 @@ fn read_documents(text: &str) -> Result<Vec<Doc>, InputError> {
         let value: Value = serde_saphyr::from_str(chunk).map_err(|e| InputError::Parse {
             index,
             line: start_line + e.location().map_or(1, |l| l.line()) - 1,
-            reason: strip_location(&e.without_snippet().to_string()),
+            reason: strip_location(&e.without_snippet().to_string()).to_owned(),
         })?;
         if value.is_null() {
             continue;
@@ -245,7 +246,7 @@ fn read_json(text: &str) -> Result<Vec<Doc>, InputError> {
                 return Err(InputError::Parse {
                     index: docs.len() + 1,
                     line: e.line() as u64,
-                    reason: strip_location(&e.to_string()),
+                    reason: strip_location(&e.to_string()).to_owned(),
                 });
             }
         }
@@ -333,14 +334,6 @@ fn describe(kind: &str, namespace: &str, name: &str) -> String {
             .collect()
     } else {
         who
-    }
-}
-
-fn strip_location(msg: &str) -> String {
-    let msg = msg.strip_prefix("error: ").unwrap_or(msg);
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_owned(),
-        None => msg.to_owned(),
     }
 }
 

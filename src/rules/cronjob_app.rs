@@ -10,8 +10,9 @@ use jsonptr::Token;
 use serde_json::Value;
 
 use super::{Ctx, meta_str, shown};
-use crate::config::{CronJobApp, is_label_value};
+use crate::config::CronJobApp;
 use crate::json::Json;
+use crate::names::is_label_value;
 
 const JOB_TEMPLATE: [&str; 4] = ["spec", "jobTemplate", "metadata", "labels"];
 const POD_TEMPLATE: [&str; 6] = [

@@ -10,13 +10,24 @@
 //! This only works if we run before Istio's injector: the apiserver cannot take a
 //! sidecar back out. If the owner already set the inject label or annotation, the pod is
 //! left alone: explicit intent wins.
+//!
+//! What makes a pod an agent's is configuration: label selectors ([`LabelSelector`])
+//! and image patterns ([`ImagePattern`]), evaluated here.
 
 use jsonptr::Token;
 use serde_json::Value;
 
 use super::{Ctx, containers, meta_map, meta_str, shown};
-use crate::config::{AgentSidecar, LabelSelector, Operator, normalize_repository};
+use crate::config::AgentSidecar;
 use crate::json::Json;
+
+mod image;
+mod selector;
+
+pub use image::ImagePattern;
+pub use selector::{LabelRequirement, LabelSelector, Operator};
+
+use image::normalize_repository;
 
 /// Istio's injection switch, as label and annotation.
 pub const INJECT: &str = "sidecar.istio.io/inject";
@@ -87,7 +98,7 @@ fn label_path(key: &str) -> [Token<'_>; 3] {
 pub fn is_agent<'a, J: Json<'a>>(pod: J, cfg: &AgentSidecar) -> bool {
     let labels = meta_map(pod, "labels");
     let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(J::as_str);
-    if cfg.selectors.iter().any(|s| selector_matches(s, label)) {
+    if cfg.selectors.iter().any(|s| s.matches(label)) {
         return true;
     }
     if cfg.images.is_empty() {
@@ -98,23 +109,6 @@ pub fn is_agent<'a, J: Json<'a>>(pod: J, cfg: &AgentSidecar) -> bool {
             .and_then(J::as_str)
             .is_some_and(|image| image_matches(image, cfg))
     })
-}
-
-/// Kubernetes label selector semantics, plus `Glob`; `get` looks up a label value.
-pub fn selector_matches<'v>(sel: &LabelSelector, get: impl Fn(&str) -> Option<&'v str>) -> bool {
-    sel.match_labels
-        .iter()
-        .all(|(k, v)| get(k.as_str()) == Some(v.as_str()))
-        && sel.match_expressions.iter().all(|r| {
-            let value = get(r.key.as_str());
-            match r.operator {
-                Operator::In => value.is_some_and(|v| r.values.iter().any(|x| x == v)),
-                Operator::NotIn => value.is_none_or(|v| r.values.iter().all(|x| x != v)),
-                Operator::Exists => value.is_some(),
-                Operator::DoesNotExist => value.is_none(),
-                Operator::Glob => value.is_some_and(|v| r.glob_matches(v)),
-            }
-        })
 }
 
 /// Whether an image reference's repository matches a configured pattern (both in
@@ -156,25 +150,6 @@ mod tests {
         ] {
             assert!(!image_matches(image, &cfg), "{image}");
         }
-    }
-
-    #[test]
-    fn repository_strips_tag_digest_and_docker_hub_prefixes() {
-        assert_eq!(
-            normalize_repository("reg:5000/a/b:1.0@sha256:ab"),
-            "reg:5000/a/b"
-        );
-        assert_eq!(normalize_repository("reg:5000/a/b"), "reg:5000/a/b");
-        assert_eq!(normalize_repository("b"), "b");
-        assert_eq!(normalize_repository("docker.io/library/nginx:1"), "nginx");
-        assert_eq!(
-            normalize_repository("index.docker.io/datadog/agent"),
-            "datadog/agent"
-        );
-        assert_eq!(
-            normalize_repository("localhost/library/x"),
-            "localhost/library/x"
-        );
     }
 
     #[test]

@@ -16,8 +16,13 @@ use jsonptr::Token;
 use serde_json::Value;
 
 use super::{Ctx, containers, idx, shown};
-use crate::config::{PortMode, TracePort, is_dns_label, is_iana_svc_name};
+use crate::config::{PortMode, TracePort};
 use crate::json::Json;
+use crate::names::{is_dns_label, is_iana_svc_name};
+
+mod port;
+
+pub use port::{PortMatcher, PortNumber};
 
 /// Protocol prefixes Istio reads from a port name (`<protocol>[-<suffix>]`).
 const ISTIO_PROTOCOLS: [&str; 11] = [
@@ -227,11 +232,7 @@ fn is_tcp<'a, J: Json<'a>>(port: J) -> bool {
 
 /// Whether any matcher selects this port.
 fn matches(cfg: &TracePort, name: Option<&str>, number: Option<u64>) -> bool {
-    cfg.ports.iter().any(|m| {
-        m.name.as_deref().is_none_or(|want| name == Some(want))
-            && m.port
-                .is_none_or(|want| number == Some(u64::from(want.get())))
-    })
+    cfg.ports.iter().any(|m| m.matches(name, number))
 }
 
 /// The protocol an Istio port name declares, if any: `http-web` → `http`.

@@ -22,8 +22,9 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::{Ctx, containers, idx, meta_map, meta_str, shown};
-use crate::config::{TracerEnv, is_env_var_name};
+use crate::config::TracerEnv;
 use crate::json::Json;
+use crate::names::is_env_var_name;
 
 mod istio_template;
 mod keyed;
