@@ -271,7 +271,10 @@ EOF
 # fx_istio_webhook_config URL CA_BASE64: the stand-in registered as Istio's chart registers
 # istiod (istio/istio manifests/charts/istio-control/istio-discovery/templates/
 # mutatingwebhook.yaml 11-37 and 65-145, default revision): four webhooks, pods CREATE,
-# failurePolicy Fail, reinvocationPolicy Never (values.yaml 147), path /inject.
+# failurePolicy Fail, reinvocationPolicy Never (values.yaml 147), path /inject. One
+# condition is the suite's own: every namespaceSelector also requires the label all the
+# suite's namespaces carry, so that on a shared cluster the stand-in never injects (or,
+# unreachable, refuses) anyone else's pods.
 fx_istio_webhook_config() {
   local url="$1" ca="$2" prefix ns_selector obj_selector
   cat <<EOF
@@ -289,19 +292,19 @@ EOF
   for prefix in rev.namespace. rev.object. namespace. object.; do
     case "$prefix" in
       rev.namespace.)
-        ns_selector='[{key: istio.io/rev, operator: In, values: ["default"]}, {key: istio-injection, operator: DoesNotExist}]'
+        ns_selector='[{key: istio.io/rev, operator: In, values: ["default"]}, {key: istio-injection, operator: DoesNotExist}'
         obj_selector='[{key: sidecar.istio.io/inject, operator: NotIn, values: ["false"]}]'
         ;;
       rev.object.)
-        ns_selector='[{key: istio.io/rev, operator: DoesNotExist}, {key: istio-injection, operator: DoesNotExist}]'
+        ns_selector='[{key: istio.io/rev, operator: DoesNotExist}, {key: istio-injection, operator: DoesNotExist}'
         obj_selector='[{key: sidecar.istio.io/inject, operator: NotIn, values: ["false"]}, {key: istio.io/rev, operator: In, values: ["default"]}]'
         ;;
       namespace.)
-        ns_selector='[{key: istio-injection, operator: In, values: ["enabled"]}]'
+        ns_selector='[{key: istio-injection, operator: In, values: ["enabled"]}'
         obj_selector='[{key: sidecar.istio.io/inject, operator: NotIn, values: ["false"]}]'
         ;;
       object.)
-        ns_selector='[{key: istio-injection, operator: DoesNotExist}, {key: istio.io/rev, operator: DoesNotExist}]'
+        ns_selector='[{key: istio-injection, operator: DoesNotExist}, {key: istio.io/rev, operator: DoesNotExist}'
         obj_selector='[{key: sidecar.istio.io/inject, operator: In, values: ["true"]}, {key: istio.io/rev, operator: DoesNotExist}]'
         ;;
     esac
@@ -320,7 +323,7 @@ EOF
     reinvocationPolicy: Never
     admissionReviewVersions: ["v1"]
     namespaceSelector:
-      matchExpressions: ${ns_selector}
+      matchExpressions: ${ns_selector}, {key: app.kubernetes.io/part-of, operator: In, values: ["tracepatch-e2e"]}]
     objectSelector:
       matchExpressions: ${obj_selector}
 EOF
@@ -613,7 +616,7 @@ wait_for_injection() {
     fi
     sleep 1
   done
-  fail "$1: no dry-run pod in $NS_ISTIO came back with istio-proxy within ${TIMEOUT}s"
+  fail "$1: no dry-run pod in $NS_ISTIO came back with istio-proxy within ${TIMEOUT}s${STANDIN_PID:+ (does the apiserver reach the stand-in at $ISTIO_HOST? set E2E_ISTIO_HOST, or E2E_ISTIO=none)}"
   return 1
 }
 
