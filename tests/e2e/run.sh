@@ -47,6 +47,8 @@
 #   E2E_ISTIO_TLS_CERT, E2E_ISTIO_TLS_KEY, E2E_ISTIO_CA_FILE
 #                                 the stand-in's serving certificate, key and the CA that
 #                                 signed it; default: a throwaway CA made with openssl
+#   E2E_TRACEPATCH_BIN            a tracepatch binary whose `webhook-config` renders the
+#                                 suite's webhook configuration (else it is written out here)
 #   E2E_TIMEOUT                   seconds to wait for readiness and mutations (default 120)
 #   E2E_KEEP=1                    keep the test namespaces (for debugging)
 #   E2E_PYTHON                    a python3 with PyYAML to use instead of tests/e2e/.venv
@@ -182,11 +184,20 @@ EOF
   done
 }
 
-# fx_webhook_config URL CA_BASE64: the suite's own registration of a webhook outside the
+# fx_webhook_config URL CA_FILE: the suite's own registration of a webhook outside the
 # cluster. Same rules, policies and selectors as manifests/mutatingwebhookconfiguration.yaml
 # (tests/chart/check.sh compares them); the name sorts before istio-* for the same reason.
+# With a tracepatch binary that renders its configuration (`tracepatch webhook-config`,
+# from E2E_TRACEPATCH_BIN or TRACEPATCH_BIN), that rendering, which is what
+# manifests/ holds; else the same written out here.
 fx_webhook_config() {
-  local url="$1" ca="$2" hook name group resource operations
+  local url="$1" ca_file="$2" ca hook name group resource operations
+  local bin="${E2E_TRACEPATCH_BIN:-${TRACEPATCH_BIN:-}}"
+  if [[ -n "$bin" && -x "$bin" ]] && "$bin" webhook-config --help >/dev/null 2>&1; then
+    "$bin" webhook-config --name "$E2E_WEBHOOK_CONFIG_NAME" --namespace "$INSTALL_NS" --url "$url" --ca-file "$ca_file"
+    return
+  fi
+  ca="$(base64 <"$ca_file" | tr -d '\n')"
   cat <<EOF
 apiVersion: admissionregistration.k8s.io/v1
 kind: MutatingWebhookConfiguration
@@ -745,10 +756,12 @@ NS_ISTIO_ALONE="tp-e2e-${RUN_ID}-istio-alone"
 NS_TRACER_ENV="tp-e2e-${RUN_ID}-tracer-env"
 
 print_manifests() {
-  local ca="LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==" url="${WEBHOOK_URL:-https://127.0.0.1:8443}" i
-  if [[ -n "$CA_FILE" ]]; then
-    ca="$(base64 <"$CA_FILE" | tr -d '\n')"
+  local ca ca_file="$CA_FILE" url="${WEBHOOK_URL:-https://127.0.0.1:8443}" i
+  if [[ -z "$ca_file" ]]; then
+    ca_file="$(mktemp)"
+    echo "-----BEGIN CERTIFICATE-----" >"$ca_file"
   fi
+  ca="$(base64 <"$ca_file" | tr -d '\n')"
   fx_namespace "$NS_MAIN"
   echo ---
   fx_namespace "$NS_OPTOUT" tracepatch.io/enabled=false
@@ -759,8 +772,9 @@ print_manifests() {
   echo ---
   fx_namespace "$NS_TRACER_ENV" istio-injection=enabled tracepatch.io/enabled=false e2e.tracepatch.io/config=tracer-env
   echo ---
-  fx_webhook_config "$url" "$ca"
+  fx_webhook_config "$url" "$ca_file"
   echo ---
+  if [[ -z "$CA_FILE" ]]; then rm -f "$ca_file"; fi
   if [[ "${1:-}" == all ]]; then
     # tests/chart/check.sh expects exactly one MutatingWebhookConfiguration (the one it
     # compares with manifests/) in the default output.
@@ -901,8 +915,14 @@ info "cluster: $(kubectl config current-context) ($(kubectl get --raw=/version 2
 # ---------------------------------------------------------------------------------------
 if [[ -n "$WEBHOOK_URL" ]]; then
   info "mode: webhook outside the cluster at $WEBHOOK_URL"
+  bin="${E2E_TRACEPATCH_BIN:-${TRACEPATCH_BIN:-}}"
+  if [[ -n "$bin" && -x "$bin" ]] && "$bin" webhook-config --help >/dev/null 2>&1; then
+    info "its webhook configuration $E2E_WEBHOOK_CONFIG_NAME: rendered by $bin webhook-config"
+  else
+    info "its webhook configuration $E2E_WEBHOOK_CONFIG_NAME: the copy of manifests/ in this script"
+  fi
   CREATED_WEBHOOK_CONFIG="$E2E_WEBHOOK_CONFIG_NAME"
-  fx_webhook_config "$WEBHOOK_URL" "$(base64 <"$CA_FILE" | tr -d '\n')" | kubectl apply -f - >/dev/null
+  fx_webhook_config "$WEBHOOK_URL" "$CA_FILE" | kubectl apply -f - >/dev/null
   ACTIVE_WEBHOOK_CONFIG="$E2E_WEBHOOK_CONFIG_NAME"
   if [[ -n "$TRACER_ENV_WEBHOOK_URL" ]]; then
     info "second tracepatch (tests/e2e/tracer-env-annotation.yaml) at $TRACER_ENV_WEBHOOK_URL"
