@@ -1002,7 +1002,7 @@ if [[ "$ISTIO" == standin ]] && ! start_standin; then
   ISTIO=""
   ISTIO_WHY="the stand-in did not start"
 fi
-info "Istio: ${ISTIO:-none} (E2E_ISTIO=$ISTIO_MODE${ISTIO_WHY:+; $ISTIO_WHY})"
+if [[ -n "$ISTIO" ]]; then info "Istio: $ISTIO (E2E_ISTIO=$ISTIO_MODE)"; else info "Istio: none: $ISTIO_WHY"; fi
 
 # The order rule 2 depends on, checked against the configurations this cluster really has.
 istio_configs=()
