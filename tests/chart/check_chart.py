@@ -1,14 +1,15 @@
 """Checks of tracepatch's install artifacts; run by tests/chart/check.sh.
 
 - the Helm chart lints and renders with the real Helm engine (helm-python-sdk) for the
-  default values, each certificate mode, the ServiceMonitor, a configFile and a renamed
-  release; values.schema.json rejects wrong types and unknown modes, and the templates
-  refuse a webhook name that would sort after Istio's and a grace period not longer than
-  shutdownDelay + drainTimeout;
+  default values, each certificate mode, the ServiceMonitor, monitoring (PrometheusRule
+  and Grafana dashboard) on, a configFile and a renamed release; values.schema.json
+  rejects wrong types and unknown modes and accepts the monitoring values it documents,
+  and the templates refuse a webhook name that would sort after Istio's and a grace
+  period not longer than shutdownDelay + drainTimeout;
 - every plain and rendered manifest, and every object the e2e suite creates, validates
   against Kubernetes' own schemas (kubernetes-validate) for the oldest and the newest
-  Kubernetes version supported; the CRD kinds (cert-manager, Prometheus Operator) are
-  checked field by field here instead;
+  Kubernetes version supported; the CRD kinds (cert-manager, Prometheus Operator's
+  ServiceMonitor and PrometheusRule) are checked field by field here instead;
 - the chart's default render and manifests/ agree on the webhook configuration, the
   Deployment, the Service, the PDB and RBAC, and both match the contract (exact values);
 - the ConfigMap's config.yaml is config/datadog.yaml (parsed and compared);
@@ -35,6 +36,7 @@ import traceback
 from pathlib import Path
 
 import helm_python as helm
+import jsonschema
 import kubernetes_validate
 import kubernetes_validate.utils as kv_utils
 import yaml
@@ -62,7 +64,7 @@ IMAGE_REPOSITORY = "ghcr.io/tracepatch/tracepatch"
 MUST_SORT_BEFORE = ["istio-sidecar-injector", "istio-revision-tag-default", "datadog-webhook"]
 # Kinds kubernetes-validate has no schema for; checked by check_crds().
 CRD_KINDS = {("cert-manager.io/v1", "Certificate"), ("cert-manager.io/v1", "Issuer"),
-             ("monitoring.coreos.com/v1", "ServiceMonitor")}
+             ("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
 
 TEST_CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBdGVzdA==\n-----END CERTIFICATE-----\n"
 
@@ -171,6 +173,15 @@ def one(objs, kind, name=None) -> dict:
 
 def ident(o) -> tuple:
     return (o["kind"], o["metadata"]["name"], o["metadata"].get("namespace", ""))
+
+
+def config_map(objs: list[dict]) -> dict:
+    """The ConfigMap holding the rules configuration (config.yaml); the chart may also
+    render a Grafana dashboard ConfigMap."""
+    hits = [o for o in objs if o["kind"] == "ConfigMap" and "config.yaml" in o.get("data", {})]
+    if len(hits) != 1:
+        raise AssertionError(f"expected one ConfigMap with config.yaml, found {len(hits)}")
+    return hits[0]
 
 
 def container(deploy: dict) -> dict:
@@ -337,7 +348,7 @@ def check_invariants(objs: list[dict], label: str, namespace: str) -> None:
     deploy = one(objs, "Deployment")
     svc = one(objs, "Service")
     sa = one(objs, "ServiceAccount")
-    cm = one(objs, "ConfigMap")
+    cm = config_map(objs)
     pod_meta = deploy["spec"]["template"]["metadata"]
     pod = deploy["spec"]["template"]["spec"]
     c = container(deploy)
@@ -504,6 +515,8 @@ def check_crds(objs: list[dict], label: str, namespace: str) -> None:
                           for s in v.get("projected", {}).get("sources", []) if "secret" in s]
         expect_eq(secret_sources, [serving["spec"]["secretName"]],
                   f"{label}: the pods mount the Certificate's Secret")
+    for o in find(objs, "PrometheusRule"):
+        check_prometheus_rule(o, label)
     for o in find(objs, "ServiceMonitor"):
         n = o["metadata"]["name"]
         svc = one(objs, "Service")
@@ -525,6 +538,113 @@ def check_crds(objs: list[dict], label: str, namespace: str) -> None:
             for k in ("interval", "scrapeTimeout"):
                 expect(re.fullmatch(r"(\d+(ms|s|m|h))+", str(ep.get(k, "30s"))) is not None,
                        f"{label}: ServiceMonitor {n}: {k} is a Prometheus duration", short(ep.get(k)))
+
+
+# The fields of monitoring.coreos.com/v1 PrometheusRule, from the Prometheus Operator's CRD
+# (prometheusrules.monitoring.coreos.com): spec required; groups[] with a unique,
+# non-empty name; rules[] with expr required (integer or string); durations in
+# Prometheus's syntax; labels and annotations are maps of strings (the CRD's
+# case-insensitive partial_response_strategy pattern is spelt out: Python's re refuses its
+# inline flag). Stricter than the CRD where Prometheus itself is (it refuses a rule with
+# both or neither of alert and record, and annotations on a recording rule), and no
+# unknown fields.
+PROM_DURATION = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+LABEL_MAP = {"type": "object", "propertyNames": {"pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"},
+             "additionalProperties": {"type": "string"}}
+PROMETHEUS_RULE_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"groups": {"type": "array", "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "interval": {"type": "string", "pattern": PROM_DURATION},
+                    "query_offset": {"type": "string", "pattern": PROM_DURATION},
+                    "limit": {"type": "integer"},
+                    "partial_response_strategy": {"type": "string", "pattern": "^([Aa][Bb][Oo][Rr][Tt]|[Ww][Aa][Rr][Nn])?$"},
+                    "labels": LABEL_MAP,
+                    "rules": {"type": "array", "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["expr"],
+                        "properties": {
+                            "alert": {"type": "string", "minLength": 1},
+                            "record": {"type": "string", "pattern": "^[a-zA-Z_:][a-zA-Z0-9_:]*$"},
+                            "expr": {"anyOf": [{"type": "integer"}, {"type": "string", "minLength": 1}]},
+                            "for": {"type": "string", "pattern": PROM_DURATION},
+                            "keep_firing_for": {"type": "string", "minLength": 1, "pattern": PROM_DURATION},
+                            "labels": LABEL_MAP,
+                            "annotations": STRING_MAP,
+                        },
+                        "oneOf": [
+                            {"required": ["alert"], "not": {"required": ["record"]}},
+                            {"required": ["record"], "not": {"anyOf": [{"required": ["alert"]},
+                                                                        {"required": ["annotations"]},
+                                                                        {"required": ["for"]}]}},
+                        ],
+                    }},
+                },
+            }}},
+        },
+    },
+}
+
+
+def check_prometheus_rule(o: dict, label: str) -> None:
+    n = o["metadata"]["name"]
+    errors = sorted(jsonschema.Draft202012Validator(PROMETHEUS_RULE_SCHEMA).iter_errors(o), key=str)
+    expect(not errors, f"{label}: PrometheusRule {n}: the CRD's fields and types",
+           "; ".join(f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors[:5]))
+    groups = (o.get("spec") or {}).get("groups") or []
+    names = [g.get("name") for g in groups]
+    expect(bool(groups) and len(names) == len(set(names)), f"{label}: PrometheusRule {n}: groups with unique names",
+           short(names))
+    alerts = [r for g in groups for r in g.get("rules", []) if "alert" in r]
+    expect(bool(alerts), f"{label}: PrometheusRule {n}: has alerts", "none")
+    for r in alerts:
+        ann = r.get("annotations", {})
+        expect({"summary", "description", "runbook_url"} <= set(ann) and r.get("labels", {}).get("severity"),
+               f"{label}: PrometheusRule {n}: {r['alert']} has severity, summary, description, runbook_url",
+               short(sorted(ann)))
+        expect(re.fullmatch(r"https?://[^#\s]+#[a-z0-9-]+", ann.get("runbook_url", "")) is not None,
+               f"{label}: PrometheusRule {n}: {r['alert']} runbook_url is a URL with a #section",
+               ann.get("runbook_url", ""))
+
+
+@group("PrometheusRule schema")
+def check_prometheus_rule_schema_bites() -> None:
+    """The structural check refuses what the CRD or Prometheus would."""
+    good = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule", "metadata": {"name": "x"},
+            "spec": {"groups": [{"name": "g", "rules": [{"alert": "A", "expr": "up == 0", "for": "5m",
+                                                          "labels": {"severity": "warning"},
+                                                          "annotations": {"summary": "s"}}]}]}}
+    validator = jsonschema.Draft202012Validator(PROMETHEUS_RULE_SCHEMA)
+    expect(validator.is_valid(good), "a well-formed PrometheusRule passes", short(list(map(str, validator.iter_errors(good)))))
+    bad = {
+        "a rule without expr": lambda r: r.pop("expr"),
+        "a rule with both alert and record": lambda r: r.__setitem__("record", "x:y"),
+        "a for: that is not a duration": lambda r: r.__setitem__("for", "5 minutes"),
+        "a label with a non-string value": lambda r: r["labels"].__setitem__("team", 1),
+        "a label name Prometheus refuses": lambda r: r["labels"].__setitem__("team-name", "x"),
+        "an unknown rule field": lambda r: r.__setitem__("severity", "warning"),
+    }
+    for what, change in bad.items():
+        o = copy.deepcopy(good)
+        change(o["spec"]["groups"][0]["rules"][0])
+        expect(not validator.is_valid(o), f"the PrometheusRule check refuses {what}", "accepted")
+    o = copy.deepcopy(good)
+    o["spec"]["groups"][0]["name"] = ""
+    expect(not validator.is_valid(o), "the PrometheusRule check refuses an empty group name", "accepted")
 
 
 # ---------------------------------------------------------------------------------------
@@ -577,6 +697,11 @@ SCENARIOS = {
                RELEASE, NAMESPACE),
     "serviceMonitor": ({"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
                        RELEASE, NAMESPACE),
+    "monitoring": ({"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+                    "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"},
+                                       "alertLabels": {"team": "platform"}},
+                    "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Admission"}}},
+                   RELEASE, NAMESPACE),
     "configFile (OTel profile)": ({"configFile": OTEL_CONFIG.read_text()}, RELEASE, NAMESPACE),
     "renamed release, one replica, extras": ({
         "webhook": {"name": "00-edge-tracepatch", "excludeNamespaces": ["istio-system", "monitoring"],
@@ -632,6 +757,18 @@ def check_schema_rejections() -> None:
         "an unknown rules configuration section": {"config": {"tracerEnvs": {}}},
         "secret mode without its Secret": {"certificates": {"mode": "secret"}},
         "unknown image.pullPolicy": {"image": {"pullPolicy": "Sometimes"}},
+        "prometheusRule.enabled as a string": {"prometheusRule": {"enabled": "yes"}},
+        "a misspelt prometheusRule key": {"prometheusRule": {"enable": True}},
+        "an alert label with a non-string value": {"prometheusRule": {"alertLabels": {"team": 1}}},
+        "an alert label name Prometheus refuses": {"prometheusRule": {"alertLabels": {"team-name": "x"}}},
+        "a runbookBaseURL with a #fragment": {"prometheusRule": {"runbookBaseURL": "https://wiki.example.com/r#top"}},
+        "a runbookBaseURL that is not an http(s) URL": {"prometheusRule": {"runbookBaseURL": "docs/runbooks.md"}},
+        "prometheusRule.namespace not a namespace name": {"prometheusRule": {"namespace": "Monitoring"}},
+        "prometheusRule.labels with a non-string value": {"prometheusRule": {"labels": {"release": 1}}},
+        "grafanaDashboard.enabled as a string": {"grafanaDashboard": {"enabled": "true"}},
+        "a misspelt grafanaDashboard key": {"grafanaDashboard": {"enabeld": True}},
+        "grafanaDashboard.labels with a non-string value": {"grafanaDashboard": {"labels": {"grafana_dashboard": 1}}},
+        "grafanaDashboard.annotations as a list": {"grafanaDashboard": {"annotations": ["grafana_folder"]}},
     }
     for label, values in bad_values.items():
         try:
@@ -643,6 +780,24 @@ def check_schema_rejections() -> None:
             report("FAIL", f"values.schema.json rejects {label}", f"refused, but not by the schema: {e}")
             continue
         report("FAIL", f"values.schema.json rejects {label}", "rendered without complaint")
+    accepted = {
+        "monitoring on with every value set": {
+            "prometheusRule": {"enabled": True, "namespace": "monitoring", "labels": {"release": "prometheus"},
+                               "alertLabels": {"team": "platform", "_tier": "1"},
+                               "runbookBaseURL": "http://wiki.example.com/tracepatch/runbooks"},
+            "grafanaDashboard": {"enabled": True, "namespace": "grafana", "labels": {"dashboards": "1"},
+                                 "annotations": {"grafana_folder": "Admission"}}},
+        "the sidecar label dropped with null": {"grafanaDashboard": {"enabled": True,
+                                                                     "labels": {"grafana_dashboard": None}}},
+    }
+    for label, values in accepted.items():
+        try:
+            objs, _ = render(values)
+        except helm.HelmError as e:
+            report("FAIL", f"values.schema.json accepts {label}", str(e))
+            continue
+        expect(bool(find(objs, "PrometheusRule") or [o for o in find(objs, "ConfigMap") if "tracepatch.json" in o["data"]]),
+               f"values.schema.json accepts {label}", "rendered, but without the monitoring objects")
     refused_by_templates = {
         "a webhook name sorting after istio-": {"webhook": {"name": "zz-tracepatch"}},
         "a webhook name starting with istio-": {"webhook": {"name": "istio-tracepatch"}},
@@ -724,14 +879,35 @@ def check_scenario_specifics(renders: dict) -> None:
     sm = one(objs, "ServiceMonitor")
     expect_eq(sm["metadata"]["labels"].get("release"), "prometheus", "serviceMonitor: extra labels")
     expect_eq(find(renders["default"][0], "ServiceMonitor"), [], "no ServiceMonitor by default")
+    default_objs = renders["default"][0]
+    expect_eq(find(default_objs, "PrometheusRule"), [], "no PrometheusRule by default")
+    expect_eq([o for o in find(default_objs, "ConfigMap") if "tracepatch.json" in o.get("data", {})], [],
+              "no dashboard ConfigMap by default")
+    objs, _ = renders["monitoring"]
+    rule = one(objs, "PrometheusRule")
+    expect_eq((rule["metadata"]["name"], rule["metadata"]["namespace"], rule["metadata"]["labels"].get("release"),
+               rule["metadata"]["labels"].get("app.kubernetes.io/name")),
+              ("tracepatch", NAMESPACE, "prometheus", "tracepatch"),
+              "monitoring: PrometheusRule named after the release, labelled for the ruleSelector")
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    expect(bool(alerts) and all(r["labels"].get("team") == "platform" and r["labels"].get("severity") in
+                                {"warning", "critical"} for r in alerts),
+           "monitoring: alertLabels on every alert, severity kept", short([r["labels"] for r in alerts]))
+    dash = [o for o in find(objs, "ConfigMap") if "tracepatch.json" in o.get("data", {})]
+    if expect(len(dash) == 1, "monitoring: one dashboard ConfigMap", str(len(dash))):
+        d = dash[0]
+        expect_eq((d["metadata"]["name"], d["metadata"]["labels"].get("grafana_dashboard"),
+                   d["metadata"].get("annotations"), json.loads(d["data"]["tracepatch.json"]).get("uid")),
+                  ("tracepatch-dashboard", "1", {"grafana_folder": "Admission"}, "tracepatch"),
+                  "monitoring: dashboard ConfigMap for Grafana's sidecar, with the dashboard JSON")
     objs, _ = renders["configFile (OTel profile)"]
-    expect_eq(yaml.safe_load(one(objs, "ConfigMap")["data"]["config.yaml"]), yaml.safe_load(OTEL_CONFIG.read_text()),
+    expect_eq(yaml.safe_load(config_map(objs)["data"]["config.yaml"]), yaml.safe_load(OTEL_CONFIG.read_text()),
               "configFile: config.yaml is config/otel-collector.yaml")
     objs, notes = renders["renamed release, one replica, extras"]
     d = one(objs, "Deployment")
     pod = d["spec"]["template"]
     a = args_map(d)
-    expect_eq((d["metadata"]["name"], one(objs, "Service")["metadata"]["name"], one(objs, "ConfigMap")["metadata"]["name"]),
+    expect_eq((d["metadata"]["name"], one(objs, "Service")["metadata"]["name"], config_map(objs)["metadata"]["name"]),
               ("edge-tracepatch", "edge-tracepatch", "edge-tracepatch-config"), "renamed release: object names")
     expect_eq((a.get("--webhook-config"), a.get("--cert-secret"), a.get("--service"), a.get("--log-format"),
                a.get("--drain-timeout"), a.get("--shutdown-delay"), a.get("--worker-threads"), a.get("--renew-before")),
@@ -763,9 +939,9 @@ def check_config_with_binary(plain: list[dict], renders: dict) -> None:
         report("SKIP", "tracepatch config check on the rendered configurations",
                "set TRACEPATCH_BIN to a built tracepatch binary to run it")
         return
-    configs = {"manifests/": one(plain, "ConfigMap")["data"]["config.yaml"]}
+    configs = {"manifests/": config_map(plain)["data"]["config.yaml"]}
     for label, (objs, _) in renders.items():
-        configs[f"chart {label}"] = one(objs, "ConfigMap")["data"]["config.yaml"]
+        configs[f"chart {label}"] = config_map(objs)["data"]["config.yaml"]
     with tempfile.TemporaryDirectory() as tmp:
         for label, text in configs.items():
             path = Path(tmp) / "config.yaml"
@@ -847,7 +1023,9 @@ def check_dockerfile(plain: list[dict]) -> None:
 
 @group("shell")
 def check_shell() -> None:
-    scripts = sorted((REPO / "tests" / "e2e").glob("*.sh")) + [REPO / "tests" / "chart" / "check.sh"]
+    scripts = sorted((REPO / "tests" / "e2e").glob("*.sh")) + [REPO / "tests" / "chart" / "check.sh",
+                                                               REPO / "tests" / "chart" / "venv.sh",
+                                                               REPO / "tests" / "monitoring" / "check.sh"]
     for s in scripts:
         out = subprocess.run(["bash", "-n", str(s)], capture_output=True, text=True)
         expect(out.returncode == 0, f"bash -n {s.relative_to(REPO)}", out.stderr.strip())
@@ -873,6 +1051,7 @@ def main() -> int:
     renders = render_all()
     check_lint()
     check_schema_rejections()
+    check_prometheus_rule_schema_bites()
     check_contract(plain, "manifests/")
     if "default" in renders:
         check_contract(renders["default"][0], "chart default")
