@@ -26,8 +26,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::engine::{Engine, Kind};
-use crate::json::Json;
-use crate::rules::{Outcome, RuleId, shown};
+use crate::rules::json::Json;
+use crate::rules::{Outcome, RuleId};
+use crate::text::shown;
 
 /// The only AdmissionReview version served (the apiserver sends what the webhook
 /// configuration's `admissionReviewVersions` lists: `["v1"]`).

@@ -11,7 +11,7 @@ use kube::core::admission::Operation;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::json::Json;
+use crate::rules::json::Json;
 use crate::rules::{Outcome, RuleId, agent_sidecar, cronjob_app, meta_str, trace_port, tracer_env};
 
 /// The kinds tracepatch knows.

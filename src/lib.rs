@@ -14,7 +14,6 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod health;
-pub mod json;
 pub mod metrics;
 pub mod mutate;
 pub mod names;

@@ -9,10 +9,11 @@
 use jsonptr::Token;
 use serde_json::Value;
 
-use super::{Ctx, meta_str, shown};
+use super::{Ctx, meta_str};
 use crate::config::CronJobApp;
-use crate::json::Json;
 use crate::names::is_label_value;
+use crate::rules::json::Json;
+use crate::text::shown;
 
 const JOB_TEMPLATE: [&str; 4] = ["spec", "jobTemplate", "metadata", "labels"];
 const POD_TEMPLATE: [&str; 6] = [

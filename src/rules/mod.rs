@@ -2,8 +2,9 @@
 //! JSON Patch operations and warnings out.
 //!
 //! Rules never deserialize the object into typed structs (a typed round trip would drop
-//! fields from a newer Kubernetes); they read the raw `serde_json::Value` and describe
-//! changes as RFC 6902 operations. Each rule is idempotent: run on its own output it
+//! fields from a newer Kubernetes); they read the raw JSON through the [`Json`] view
+//! ([`json`]: a `serde_json::Value` offline, the request's simd-json tape in the server)
+//! and describe changes as RFC 6902 operations. Each rule is idempotent: run on its own output it
 //! produces no operation, because the apiserver may call us again
 //! (`reinvocationPolicy: IfNeeded`).
 //!
@@ -14,6 +15,7 @@
 
 pub mod agent_sidecar;
 pub mod cronjob_app;
+pub mod json;
 pub mod trace_port;
 pub mod tracer_env;
 
@@ -23,7 +25,7 @@ use json_patch::{AddOperation, PatchOperation};
 use jsonptr::{Pointer, PointerBuf, Token};
 use serde_json::{Map, Value};
 
-use crate::json::Json;
+use json::Json;
 
 /// The rules, by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -264,35 +266,6 @@ impl Drop for Ctx<'_> {
 
 // === helpers for reading raw objects ===
 
-/// The longest user-sent value a warning or a refusal echoes, in characters.
-const MAX_SHOWN_CHARS: usize = 64;
-
-/// A user-sent string as a message echoes it: at most 64 characters, then `…`, so that
-/// a hostile object cannot make a warning, a refusal or a log line long (the reason
-/// after it stays readable), and on one line.
-pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
-    let cut = s.char_indices().nth(MAX_SHOWN_CHARS).map(|(at, _)| at);
-    let head = &s[..cut.unwrap_or(s.len())];
-    if cut.is_none() && !head.contains(char::is_control) {
-        return s.into();
-    }
-    // Control characters escaped (`\n`), so that the message stays one line wherever it
-    // is printed (`tracepatch mutate` prints warnings as they are; found by fuzzing:
-    // fuzz/regressions/mutate/env-name-newline).
-    let mut out = String::with_capacity(head.len() + 8);
-    for c in head.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    if cut.is_some() {
-        out.push('…');
-    }
-    out.into()
-}
-
 /// `obj.metadata.<map>.<key>` as a string, if it is one.
 pub fn meta_str<'a, J: Json<'a>>(obj: J, map: &str, key: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(map)?.get(key)?.as_str()
@@ -328,14 +301,6 @@ pub fn idx(i: usize) -> Token<'static> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn shown_values_are_one_line_and_bounded() {
-        assert_eq!(shown("DD_ENV"), "DD_ENV");
-        assert_eq!(shown("a\nb\u{0}c"), "a\\nb\\u{0}c");
-        let long = format!("{}\n", "x".repeat(100));
-        assert_eq!(shown(&long), format!("{}…", "x".repeat(64)));
-    }
 
     #[test]
     fn parents_are_added_once_across_rules() {

@@ -17,9 +17,10 @@
 use jsonptr::Token;
 use serde_json::Value;
 
-use super::{Ctx, containers, meta_map, meta_str, shown};
+use super::{Ctx, containers, meta_map, meta_str};
 use crate::config::AgentSidecar;
-use crate::json::Json;
+use crate::rules::json::Json;
+use crate::text::shown;
 
 mod image;
 mod selector;

@@ -15,10 +15,11 @@ use std::collections::HashSet;
 use jsonptr::Token;
 use serde_json::Value;
 
-use super::{Ctx, containers, idx, shown};
+use super::{Ctx, containers, idx};
 use crate::config::{PortMode, TracePort};
-use crate::json::Json;
 use crate::names::{is_dns_label, is_iana_svc_name};
+use crate::rules::json::Json;
+use crate::text::shown;
 
 mod port;
 

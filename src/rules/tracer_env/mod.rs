@@ -21,10 +21,11 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::{Ctx, containers, idx, meta_map, meta_str, shown};
+use super::{Ctx, containers, idx, meta_map, meta_str};
 use crate::config::TracerEnv;
-use crate::json::Json;
 use crate::names::is_env_var_name;
+use crate::rules::json::Json;
+use crate::text::shown;
 
 mod istio_template;
 mod keyed;
@@ -155,7 +156,9 @@ fn into_proxy_metadata<'a, J: Json<'a>>(
 ) {
     let mut safe = Vec::with_capacity(vars.len());
     for var in vars {
-        match istio_template::unsafe_reason(&var.value) {
+        let reason = istio_template::unsafe_name_reason(&var.name)
+            .or_else(|| istio_template::unsafe_reason(&var.value));
+        match reason {
             None => safe.push((var.name.as_str(), var.value.as_str())),
             Some(_) if direct => {}
             Some(reason) => cx.warn(format!(
