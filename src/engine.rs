@@ -1,7 +1,9 @@
 //! Which rules apply to which object: kind dispatch, the opt-out label, pod templates.
 //!
 //! The admission path ([`Engine::admit`]) mirrors the shipped webhook configuration:
-//! Pods on CREATE, Services and CronJobs on CREATE and UPDATE. The offline path
+//! Pods on CREATE, Services and CronJobs on CREATE and UPDATE. That table is written
+//! once, [`Kind::admitted_by`]; the decoder reads it too (whether the object is
+//! needed). The offline path
 //! ([`Engine::preview`]) also applies the pod rules to the pod templates of workloads,
 //! which is what a user wants to see before installing: the pods those templates make
 //! are what the webhook will mutate.
@@ -26,6 +28,17 @@ pub enum Kind {
     ReplicaSet,
     Job,
     Other,
+}
+
+/// Which rules the webhook runs on an object (see [`Kind::admitted_by`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admitted {
+    /// Rules 1, 2 and the opt-in part of 3.
+    PodRules,
+    /// Rule 3 on a Service.
+    TracePort,
+    /// Rule 4.
+    CronJobApp,
 }
 
 /// The rules with their configuration.
@@ -63,6 +76,20 @@ impl Kind {
         Kind::from_group_kind(group, kind)
     }
 
+    /// The rules the webhook runs on an object of this kind for `operation`; `None`:
+    /// the object is admitted as it is. The one table of kinds and operations.
+    pub fn admitted_by(self, operation: &Operation) -> Option<Admitted> {
+        let create = matches!(operation, Operation::Create);
+        let update = matches!(operation, Operation::Update);
+        match self {
+            // A pod's containers and ports cannot change after creation.
+            Kind::Pod if create => Some(Admitted::PodRules),
+            Kind::Service if create || update => Some(Admitted::TracePort),
+            Kind::CronJob if create || update => Some(Admitted::CronJobApp),
+            _ => None,
+        }
+    }
+
     /// Where a workload keeps its pod template.
     fn pod_template(self) -> Option<&'static [&'static str]> {
         match self {
@@ -94,20 +121,17 @@ impl Engine {
         if self.opted_out(obj) {
             return out;
         }
-        let create = matches!(operation, Operation::Create);
-        let update = matches!(operation, Operation::Update);
-        match kind {
-            // A pod's containers and ports cannot change after creation.
-            Kind::Pod if create => self.pod_rules(obj, Pointer::root(), &mut out),
-            Kind::Service if create || update => {
+        match kind.admitted_by(operation) {
+            Some(Admitted::PodRules) => self.pod_rules(obj, Pointer::root(), &mut out),
+            Some(Admitted::TracePort) => {
                 let mut cx = out.ctx(RuleId::TracePort, Pointer::root());
                 trace_port::apply_service(obj, &self.config.trace_port, &mut cx);
             }
-            Kind::CronJob if create || update => {
+            Some(Admitted::CronJobApp) => {
                 let mut cx = out.ctx(RuleId::CronJobApp, Pointer::root());
                 cronjob_app::apply(obj, &self.config.cron_job_app, &mut cx);
             }
-            _ => {}
+            None => {}
         }
         out
     }

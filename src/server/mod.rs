@@ -9,6 +9,7 @@
 //! accepting, in-flight requests finish (up to the drain timeout), exit 0.
 
 pub mod listener;
+mod refusal;
 pub mod reload;
 pub mod routes;
 

@@ -1,49 +1,17 @@
-//! AdmissionReview in, AdmissionReview out: the one place that turns rule outcomes into
-//! a response.
-//!
-//! The body is parsed once into a simd-json tape (strings borrowed from the body) and
-//! the rules read the object through the [`Json`] view: no typed round trip (which
-//! would drop fields from a newer Kubernetes) and no `serde_json::Value` tree, which on
-//! a meshed pod costs several times everything else a request costs (BENCHMARKS.md).
-//! kube's `AdmissionRequest<T>` needs a typed `T: Resource`, and its
-//! `AdmissionResponse` writes the patch as an array of numbers, so the envelopes are
-//! read and written here; the wire format is `admission.k8s.io/v1`, the patch
-//! base64-encoded as the API documents; kube's `Operation` and `GroupVersionKind` are
-//! reused.
-//!
-//! A mutating tracing webhook never blocks a workload: every answer to a valid review
-//! is `allowed: true`. A body that is not a valid review gets a [`ReviewError`], which
-//! the server turns into HTTP 400 with a one-line reason; the apiserver then applies
-//! the configuration's `failurePolicy` (`Ignore`).
+//! Decoding an AdmissionReview body: parsed once into a simd-json tape (strings
+//! borrowed from the body), the envelope checked, the object handed to the rules through
+//! the [`Json`] view. Anything that is not a review we can answer is a [`ReviewError`].
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
-use serde::Serialize;
-use serde_json::Value;
 
+use super::{API_VERSION, Reviewed};
 use crate::engine::{Engine, Kind};
+use crate::rules::Outcome;
 use crate::rules::json::Json;
-use crate::rules::{Outcome, RuleId};
 use crate::text::shown;
-
-/// The only AdmissionReview version served (the apiserver sends what the webhook
-/// configuration's `admissionReviewVersions` lists: `["v1"]`).
-pub const API_VERSION: &str = "admission.k8s.io/v1";
-
-/// Largest request body accepted: 7 MiB. The apiserver accepts request bodies up to
-/// 3 MiB (`--max-request-body-bytes`), and a review carries the object and, on UPDATE,
-/// the old object, plus under 1 MiB of envelope — controller-runtime's webhook server
-/// uses the same figure for the same reason.
-pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
-
-/// At most this many warnings per response; the apiserver may truncate large numbers.
-const MAX_WARNINGS: usize = 20;
-/// Warnings longer than this may be truncated by the apiserver.
-const MAX_WARNING_CHARS: usize = 256;
 
 /// Why a body is not an AdmissionReview we can answer. The `Display` text is the
 /// one-line reason sent back with HTTP 400.
@@ -67,94 +35,6 @@ pub enum ReviewError {
     /// The rules need the object and it is not a JSON object.
     #[error("request.object is {0}, expected a JSON object")]
     NotAnObject(&'static str),
-}
-
-/// What was decided about one request, for the response, the log line and metrics.
-#[derive(Debug)]
-pub struct Reviewed {
-    pub uid: String,
-    pub kind: GroupVersionKind,
-    pub operation: Operation,
-    pub namespace: String,
-    pub name: String,
-    pub dry_run: bool,
-    pub outcome: Outcome,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewOut<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: ResponseOut<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    warnings: Vec<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    audit_annotations: BTreeMap<&'static str, String>,
-}
-
-// === impl Reviewed ===
-
-impl Reviewed {
-    /// The response AdmissionReview, serialized.
-    pub fn response_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.response()).unwrap_or_else(|_| self.fallback())
-    }
-
-    /// The response as a JSON value (for `tracepatch mutate` on a saved review).
-    pub fn response_value(&self) -> Value {
-        serde_json::to_value(self.response()).unwrap_or(Value::Null)
-    }
-
-    fn response(&self) -> ReviewOut<'_> {
-        let out = &self.outcome;
-        let patch = (!out.patch.is_empty())
-            .then(|| serde_json::to_vec(&out.patch).ok())
-            .flatten()
-            .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes));
-        let mut audit_annotations = BTreeMap::new();
-        if patch.is_some() {
-            audit_annotations.insert("applied-rules", out.applied.to_string());
-        }
-        ReviewOut {
-            api_version: API_VERSION,
-            kind: "AdmissionReview",
-            response: ResponseOut {
-                uid: &self.uid,
-                allowed: true,
-                patch_type: patch.as_ref().map(|_| "JSONPatch"),
-                patch,
-                warnings: warnings(out),
-                audit_annotations,
-            },
-        }
-    }
-
-    /// Serializing plain strings and patch operations cannot fail; should it ever,
-    /// still admit the object rather than block it.
-    fn fallback(&self) -> Vec<u8> {
-        let uid = serde_json::to_string(&self.uid).unwrap_or_else(|_| "\"\"".into());
-        format!(
-            r#"{{"apiVersion":"{API_VERSION}","kind":"AdmissionReview","response":{{"uid":{uid},"allowed":true}}}}"#
-        )
-        .into_bytes()
-    }
-
-    /// Rules that changed the object, for logs.
-    pub fn applied(&self) -> Vec<&'static str> {
-        self.outcome.applied.iter().map(RuleId::as_str).collect()
-    }
 }
 
 /// Decodes a review body and runs the rules.
@@ -234,14 +114,7 @@ pub fn review(engine: &Engine, body: &[u8]) -> Result<Reviewed, ReviewError> {
         }
     };
     let kind = Kind::from_group_kind(gvk.0, gvk.2);
-    let handled = matches!(
-        (kind, &operation),
-        (Kind::Pod, Operation::Create)
-            | (
-                Kind::Service | Kind::CronJob,
-                Operation::Create | Operation::Update
-            )
-    );
+    let handled = kind.admitted_by(&operation).is_some();
     let subresource = field("subResource").is_some_and(|s| !s.is_empty());
     let object = request.get("object");
     let outcome = if handled && !subresource {
@@ -339,45 +212,11 @@ fn json_error(body: &[u8], simd: &simd_json::Error) -> String {
     }
 }
 
-/// The warnings as sent: prefixed with the rule, one line, bounded in length and number.
-fn warnings(out: &Outcome) -> Vec<String> {
-    let total = out.warnings.len();
-    let mut lines: Vec<String> = out
-        .warning_lines()
-        .take(if total > MAX_WARNINGS {
-            MAX_WARNINGS - 1
-        } else {
-            MAX_WARNINGS
-        })
-        .map(|w| one_line(&w))
-        .collect();
-    if total > MAX_WARNINGS {
-        lines.push(format!(
-            "tracepatch: {} more warnings not shown",
-            total - (MAX_WARNINGS - 1)
-        ));
-    }
-    lines
-}
-
-/// Control characters become spaces; long text is cut at a character boundary.
-fn one_line(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_WARNING_CHARS)
-        .collect();
-    if s.chars().count() > MAX_WARNING_CHARS {
-        out.pop();
-        out.push('…');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::admission::API_VERSION;
+    use serde_json::{Value, json};
 
     fn review_of(request: Value) -> Vec<u8> {
         serde_json::to_vec(
@@ -398,51 +237,6 @@ mod tests {
             "oldObject": null,
             "dryRun": false
         })
-    }
-
-    #[test]
-    fn response_carries_uid_base64_patch_and_audit_annotation() {
-        let body = review_of(pod_request(json!({
-            "metadata": {"name": "agent", "labels": {"app": "datadog-agent"}},
-            "spec": {"containers": [{"name": "agent", "image": "gcr.io/datadoghq/agent:7"}]}
-        })));
-        let r = review(&Engine::default(), &body).unwrap();
-        let resp: Value = serde_json::from_slice(&r.response_json()).unwrap();
-        assert_eq!(resp["apiVersion"], API_VERSION);
-        assert_eq!(resp["kind"], "AdmissionReview");
-        assert_eq!(
-            resp["response"]["uid"],
-            "705ab4f5-6393-11e8-b7cc-42010a800002"
-        );
-        assert_eq!(resp["response"]["allowed"], true);
-        assert_eq!(resp["response"]["patchType"], "JSONPatch");
-        assert_eq!(
-            resp["response"]["auditAnnotations"]["applied-rules"],
-            "agent-sidecar"
-        );
-        let patch = base64::engine::general_purpose::STANDARD
-            .decode(resp["response"]["patch"].as_str().unwrap())
-            .unwrap();
-        let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
-        let mut pod = json!({"metadata": {"name": "agent", "labels": {"app": "datadog-agent"}}});
-        json_patch::patch(&mut pod, &patch).unwrap();
-        assert_eq!(
-            pod["metadata"]["labels"]["sidecar.istio.io/inject"],
-            "false"
-        );
-    }
-
-    #[test]
-    fn nothing_to_change_means_no_patch_fields() {
-        let body = review_of(pod_request(
-            json!({"metadata": {"name": "web"}, "spec": {"containers": []}}),
-        ));
-        let r = review(&Engine::default(), &body).unwrap();
-        let resp: Value = serde_json::from_slice(&r.response_json()).unwrap();
-        assert_eq!(
-            resp["response"],
-            json!({"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": true})
-        );
     }
 
     #[test]
@@ -508,25 +302,5 @@ mod tests {
         .unwrap();
         let err = review(&Engine::default(), &body).unwrap_err().to_string();
         assert!(err.len() < 200, "{} bytes: {err}", err.len());
-    }
-
-    #[test]
-    fn warnings_are_bounded_and_single_line() {
-        let mut out = Outcome::default();
-        for i in 0..30 {
-            out.ctx(RuleId::TracerEnv, jsonptr::Pointer::root())
-                .warn(format!("line\nbreak {i} {}", "x".repeat(400)));
-        }
-        let w = warnings(&out);
-        assert_eq!(w.len(), MAX_WARNINGS);
-        assert!(
-            w[..MAX_WARNINGS - 1]
-                .iter()
-                .all(|l| !l.contains('\n') && l.chars().count() <= MAX_WARNING_CHARS)
-        );
-        assert_eq!(
-            w[MAX_WARNINGS - 1],
-            "tracepatch: 11 more warnings not shown"
-        );
     }
 }
