@@ -30,6 +30,13 @@ fn rendered(name: &str, value: &str) -> Result<String, String> {
         env: Vec<Env>,
     }
     let text = format!("env:\n    - name: {name}\n      value: \"{value}\"\n");
+    // The name is a plain scalar: it must be read as that string, not a number, a
+    // boolean or null (YAML 1.2 here; go-yaml v2's YAML 1.1 words such as `Y` are
+    // covered by the Istio stand-in in tests/e2e).
+    let untyped: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| e.to_string())?;
+    if untyped["env"][0]["name"] != serde_json::Value::String(name.to_owned()) {
+        return Err(format!("name {name:?} is not read as that string"));
+    }
     let c: Container = serde_saphyr::from_str(&text).map_err(|e| e.to_string())?;
     match c.env.as_slice() {
         [e] if e.name == name => Ok(e.value.clone()),
@@ -161,7 +168,11 @@ fn value() -> impl Strategy<Value = Value> {
 }
 
 fn vars() -> impl Strategy<Value = Vec<(String, Value)>> {
-    prop::collection::vec(("DD_[A-Z]{1,3}", value()), 1..6).prop_map(|mut v| {
+    let name = prop_oneof![
+        8 => "DD_[A-Z]{1,3}",
+        1 => prop::sample::select(vec!["Y", "-1", "null", "-", "on", "true", "a.b", "_x"]).prop_map(str::to_owned),
+    ];
+    prop::collection::vec((name, value()), 1..6).prop_map(|mut v| {
         // One entry per name, so that the expected value of each is plain.
         let mut seen = std::collections::HashSet::new();
         v.retain(|(n, _)| seen.insert(n.clone()));
@@ -229,9 +240,9 @@ fn the_documented_sampling_rules_setting_no_longer_breaks_injection() {
     assert_eq!(
         warnings,
         [
-            "DD_TRACE_SAMPLING_RULES: not written to proxyMetadata of proxy.istio.io/config, \
-          whose values Istio's injection template cannot carry unchanged (a double quote \
-          ends the quoted YAML value); set on the sidecar directly once Istio has injected it"
+            "DD_TRACE_SAMPLING_RULES: not written to proxyMetadata of proxy.istio.io/config: \
+          Istio's injection template cannot carry it unchanged (a double quote ends the \
+          quoted YAML value); set on the sidecar directly once Istio has injected it"
         ]
     );
     // What tracepatch did before: the same value in proxyMetadata makes Istio refuse.

@@ -18,8 +18,13 @@
 //! into a space; control characters are refused by the YAML reader. Everything else on
 //! one line comes back byte for byte, spaces at either end included.
 //!
+//! The name is substituted unquoted (`- name: {{ $key }}`), so it is a plain YAML
+//! scalar, typed by the go-yaml v2 that Istio's `sigs.k8s.io/yaml` uses: `Y`, `off` or
+//! `null` are not strings there, `-1` is a number, `-` starts a list.
+//!
 //! Rule 1 therefore writes a variable into `proxyMetadata` only when [`unsafe_reason`]
-//! finds nothing; any other variable reaches the sidecar by the direct channel only.
+//! finds nothing in its value and [`unsafe_name_reason`] nothing in its name; any other
+//! variable reaches the sidecar by the direct channel only.
 //! Escaping the value for the template instead (`\"` for `"`) would make today's Istio
 //! produce the right text, but it writes into the user's ProxyConfig a value that is not
 //! the one asked for, read as-is by everything else that reads `proxyMetadata`, and it
@@ -43,6 +48,29 @@ pub fn unsafe_reason(value: &str) -> Option<&'static str> {
         c if c.is_control() => Some("a control character"),
         _ => None,
     })
+}
+
+/// Why the template cannot carry the variable name `name` as a string, or `None`.
+///
+/// Only `[A-Za-z_][A-Za-z0-9_.-]*` that is not one of YAML 1.1's boolean or null words:
+/// go-yaml v2 reads a number only from a plain scalar that starts with a digit, a sign
+/// or a dot, so one of that form is always a string. Again conservative: a
+/// refused name still reaches the sidecar by the direct channel.
+pub fn unsafe_name_reason(name: &str) -> Option<&'static str> {
+    const WORDS: [&str; 9] = ["y", "yes", "n", "no", "true", "false", "on", "off", "null"];
+    let mut bytes = name.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    if !first_ok || !bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+        return Some(
+            "an unquoted YAML name must start with a letter or _ and go on with letters, digits, _, . or -",
+        );
+    }
+    if WORDS.iter().any(|w| w.eq_ignore_ascii_case(name)) {
+        return Some("an unquoted YAML name that reads as a boolean or null");
+    }
+    None
 }
 
 #[cfg(test)]
@@ -85,6 +113,23 @@ mod tests {
         ] {
             assert_eq!(unsafe_reason(v), None, "{v:?}");
             assert_eq!(rendered("DD_X", v).as_deref(), Ok(v), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn names_that_yaml_would_not_read_as_strings_are_refused() {
+        for n in [
+            "DD_ENV",
+            "_X",
+            "dd_trace_1",
+            "YES_PLEASE",
+            "Nope",
+            "dd.tags-ok",
+        ] {
+            assert_eq!(unsafe_name_reason(n), None, "{n}");
+        }
+        for n in ["Y", "yes", "Off", "NULL", "-1", "-", "1A", ".5", ".inf", ""] {
+            assert!(unsafe_name_reason(n).is_some(), "{n}");
         }
     }
 

@@ -162,7 +162,7 @@ fn into_proxy_metadata<'a, J: Json<'a>>(
             None => safe.push((var.name.as_str(), var.value.as_str())),
             Some(_) if direct => {}
             Some(reason) => cx.warn(format!(
-                "{}: not written to proxyMetadata of {PROXY_CONFIG}, whose values Istio's injection template cannot carry unchanged ({reason}); {}",
+                "{}: not written to proxyMetadata of {PROXY_CONFIG}: Istio's injection template cannot carry it unchanged ({reason}); {}",
                 shown(&var.name),
                 if sidecar_env {
                     "set on the sidecar directly once Istio has injected it"
