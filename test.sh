@@ -6,8 +6,12 @@
 #   3. the install artifacts: Helm chart lint/render with the real Helm engine, schema
 #      validation of every manifest, chart/manifests agreement (tests/chart/check.sh,
 #      which installs its pinned Python tools into .venv on first use);
-#   4. the end-to-end suite against a real cluster, when KUBECONFIG reaches one;
-#      otherwise one line saying it was skipped and why.
+#   4. alerts, dashboard and runbooks: promtool check/test rules, every PromQL
+#      expression and metric name against captured /metrics (tests/monitoring/check.sh);
+#   5. the Istio stand-in's own unit tests (tests/e2e/test_istio_standin.py);
+#   6. the end-to-end suite: tests/e2e/local.sh when the local apiserver of
+#      ../shared/k8s-local is up, else run.sh where KUBECONFIG reaches a cluster with
+#      tracepatch installed, else one line saying why it was skipped.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -29,6 +33,12 @@ fi
 step "install artifacts (Helm chart, manifests, schemas)"
 cargo build --locked --quiet --bin tracepatch
 TRACEPATCH_BIN="$PWD/target/debug/tracepatch" tests/chart/check.sh
+
+step "alerts, dashboard and runbooks (promtool, tests/monitoring/check.sh)"
+tests/monitoring/check.sh
+
+step "Istio stand-in unit tests"
+tests/e2e/python.sh tests/e2e/test_istio_standin.py
 
 step "end-to-end"
 # The local apiserver of ../shared/k8s-local when it is up (test.sh never starts it),

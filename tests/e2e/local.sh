@@ -2,7 +2,7 @@
 # The end-to-end suite against the local apiserver of ../shared/k8s-local (etcd and
 # kube-apiserver on 127.0.0.1:6443, started by ../shared/k8s-local/start.sh; this script
 # never starts it): starts tracepatch from the build twice (the default configuration,
-# and tests/e2e/tracer-env-annotation.yaml for the tracer=datadog checks), both on
+# and config/datadog-istio-tracer.yaml for the tracer=datadog checks), both on
 # loopback with the local PKI's webhook certificate, runs tests/e2e/run.sh against them
 # with the Istio stand-in (E2E_ISTIO=auto: no Istio is installed there), and stops both.
 #
@@ -136,7 +136,7 @@ PY
 
 start_tracepatch default
 DEFAULT_URL="$URL"
-start_tracepatch tracer-env --config "$HERE/tracer-env-annotation.yaml"
+start_tracepatch tracer-env --config "$HERE/../../config/datadog-istio-tracer.yaml"
 TRACER_ENV_URL="$URL"
 
 # run.sh's exit status is this script's (the EXIT trap stops tracepatch either way).

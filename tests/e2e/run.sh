@@ -36,7 +36,7 @@
 # Environment:
 #   E2E_WEBHOOK_URL, E2E_CA_FILE  run against a webhook outside the cluster (see above)
 #   E2E_TRACER_ENV_WEBHOOK_URL    a second tracepatch outside the cluster, started with
-#                                 --config tests/e2e/tracer-env-annotation.yaml (same CA);
+#                                 --config config/datadog-istio-tracer.yaml (same CA);
 #                                 without it the checks of that configuration are SKIPs
 #   E2E_NAMESPACE                 namespace tracepatch is installed in (default tracepatch)
 #   E2E_DEPLOYMENT                its Deployment, waited for if present (default tracepatch)
@@ -76,7 +76,7 @@ ENV_ANNOTATION='{"DD_ENV":"prod","DD_TRACE_SAMPLING_RULES":[{"sample_rate":0.5}]
 WANT_DD_ENV='prod'
 WANT_SAMPLING_JSON='"[{\"sample_rate\":0.5}]"' # [{"sample_rate":0.5}], as a JSON string
 MALFORMED_ANNOTATION='{"DD_ENV": }'
-# The annotation Istio's tracer=datadog branch does not read (tracer-env-annotation.yaml).
+# The annotation Istio's tracer=datadog branch does not read (config/datadog-istio-tracer.yaml).
 TRACER_ENV_KEY='tracepatch.io/tracer-env'
 # imagePullPolicy Never: admission is what is tested; nothing needs to run or be pulled.
 APP_IMAGE='registry.k8s.io/pause:3.10'
@@ -246,7 +246,7 @@ EOF
 }
 
 # fx_tracer_env_webhook_config URL CA_BASE64: a second tracepatch, configured with
-# tests/e2e/tracer-env-annotation.yaml, for pods of the namespace labelled
+# config/datadog-istio-tracer.yaml, for pods of the namespace labelled
 # e2e.tracepatch.io/config=tracer-env only (that namespace also carries
 # tracepatch.io/enabled=false, so that the first tracepatch leaves it alone).
 fx_tracer_env_webhook_config() {
@@ -632,19 +632,19 @@ wait_for_injection() {
 }
 
 # wait_for_tracer_env_webhook: as wait_for_mutation, for the second tracepatch
-# (tracer-env-annotation.yaml) in its namespace.
+# (config/datadog-istio-tracer.yaml) in its namespace.
 wait_for_tracer_env_webhook() {
   local deadline=$((SECONDS + TIMEOUT)) got
   while ((SECONDS < deadline)); do
     got="$(fx_istio_pod warmup "$NS_TRACER_ENV" false "$TRACER_ENV_KEY" '{"DD_ENV":"prod"}' |
       kubectl create --dry-run=server -o 'jsonpath={.metadata.annotations.proxy\.istio\.io/config}' -f - 2>/dev/null || true)"
     if [[ "$got" == *DD_ENV* ]]; then
-      pass "second tracepatch (tracer-env-annotation.yaml) answers: a dry-run pod comes back mutated"
+      pass "second tracepatch (config/datadog-istio-tracer.yaml) answers: a dry-run pod comes back mutated"
       return 0
     fi
     sleep 1
   done
-  fail "second tracepatch (tracer-env-annotation.yaml) answers: no dry-run pod came back mutated within ${TIMEOUT}s"
+  fail "second tracepatch (config/datadog-istio-tracer.yaml) answers: no dry-run pod came back mutated within ${TIMEOUT}s"
   return 1
 }
 
@@ -752,7 +752,7 @@ NS_OPTOUT="tp-e2e-${RUN_ID}-optout"
 NS_ISTIO="tp-e2e-${RUN_ID}-istio"
 # Istio injects, tracepatch does not: what Istio alone does (tracer=datadog).
 NS_ISTIO_ALONE="tp-e2e-${RUN_ID}-istio-alone"
-# Istio injects, and the second tracepatch (tracer-env-annotation.yaml) runs.
+# Istio injects, and the second tracepatch (config/datadog-istio-tracer.yaml) runs.
 NS_TRACER_ENV="tp-e2e-${RUN_ID}-tracer-env"
 
 print_manifests() {
@@ -925,7 +925,7 @@ if [[ -n "$WEBHOOK_URL" ]]; then
   fx_webhook_config "$WEBHOOK_URL" "$CA_FILE" | kubectl apply -f - >/dev/null
   ACTIVE_WEBHOOK_CONFIG="$E2E_WEBHOOK_CONFIG_NAME"
   if [[ -n "$TRACER_ENV_WEBHOOK_URL" ]]; then
-    info "second tracepatch (tests/e2e/tracer-env-annotation.yaml) at $TRACER_ENV_WEBHOOK_URL"
+    info "second tracepatch (config/datadog-istio-tracer.yaml) at $TRACER_ENV_WEBHOOK_URL"
     CREATED_TRACER_ENV_CONFIG="$TRACER_ENV_WEBHOOK_CONFIG_NAME"
     fx_tracer_env_webhook_config "$TRACER_ENV_WEBHOOK_URL" "$(base64 <"$CA_FILE" | tr -d '\n')" | kubectl apply -f - >/dev/null
   fi
@@ -1243,7 +1243,7 @@ fi
 # Istio with global.proxy.tracer=datadog: its template also renders apm.datadoghq.com/env
 # with the same line (istio/istio#56279). A quote there makes Istio refuse the pod, with
 # or without tracepatch; the remedy is tracepatch reading another annotation
-# (tests/e2e/tracer-env-annotation.yaml).
+# (config/datadog-istio-tracer.yaml).
 # ---------------------------------------------------------------------------------------
 QUOTE_ANNOTATION='{"DD_TAGS":"say \"hi\""}'
 # refused_by_istio DESCRIPTION: the last create failed, refused by Istio's injector.
@@ -1294,7 +1294,7 @@ if [[ "$ISTIO" == standin ]]; then
         fi
       done
     elif [[ -z "$CREATED_TRACER_ENV_CONFIG" ]]; then
-      skip "istio tracer=datadog, tracepatch reading $TRACER_ENV_KEY: no second tracepatch (set E2E_TRACER_ENV_WEBHOOK_URL to one started with --config tests/e2e/tracer-env-annotation.yaml; tests/e2e/local.sh does)"
+      skip "istio tracer=datadog, tracepatch reading $TRACER_ENV_KEY: no second tracepatch (set E2E_TRACER_ENV_WEBHOOK_URL to one started with --config config/datadog-istio-tracer.yaml; tests/e2e/local.sh does)"
     fi
   fi
 elif [[ "$ISTIO" == real ]]; then
