@@ -24,6 +24,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply the rules offline to manifests or a saved AdmissionReview.
     Mutate(MutateArgs),
+    /// Audit a running cluster: what the rules would change, and what only a restart
+    /// repairs. Exit status 0: nothing found, 1: findings remain, 2: error.
+    Audit(AuditArgs),
     /// Generate certificates for the webhook.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -180,6 +183,57 @@ pub struct MutateArgs {
 pub enum OutputFormat {
     Yaml,
     Json,
+}
+
+/// Flags of `tracepatch audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Namespace to audit (default: the kubeconfig context's namespace).
+    #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
+    pub namespace: Option<String>,
+
+    /// Audit every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+
+    /// Label selector for the Pods, Services and CronJobs audited (`app=web,tier!=db`).
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+
+    /// Namespace never audited (repeatable). Giving one replaces the defaults, the
+    /// namespaces the webhook skips: kube-system and tracepatch.
+    #[arg(long = "exclude-namespace", value_name = "NAMESPACE", default_values = ["kube-system", "tracepatch"])]
+    pub exclude_namespace: Vec<String>,
+
+    /// Rules configuration file; the built-in Datadog profile when absent.
+    #[arg(long, env = "TRACEPATCH_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Output format: an aligned table, or a list of findings as JSON or YAML.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = AuditOutput::Table)]
+    pub output: AuditOutput,
+
+    /// Patch Services and CronJobs in place (a server-side dry run first, each patch
+    /// conditional on the version read); pods are never changed: their restart
+    /// commands are printed.
+    #[arg(long)]
+    pub fix: bool,
+
+    /// With --fix: print the patches, send nothing.
+    #[arg(long, requires = "fix")]
+    pub dry_run: bool,
+
+    /// Objects per list request (pages are read one at a time).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chunk_size: u32,
+}
+
+/// Output format of `audit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuditOutput {
+    Table,
+    Json,
+    Yaml,
 }
 
 /// `tracepatch certs ...`

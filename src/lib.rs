@@ -21,3 +21,9 @@ pub mod rules;
 pub mod server;
 pub mod text;
 pub mod tls;
+
+mod audit;
+pub use audit::{
+    Error as AuditError, Format as AuditFormat, Options as AuditOptions, Scope as AuditScope,
+    Verdict as AuditVerdict, run as run_audit,
+};

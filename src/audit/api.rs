@@ -1,0 +1,300 @@
+//! The Kubernetes API, as the audit uses it: paginated lists, gets and JSON Patches of
+//! raw JSON objects (never typed structs: the rules read raw JSON, and a typed round
+//! trip would drop fields from a newer Kubernetes).
+//!
+//! [`Cluster`] is the seam: the scan, the owner walk and the fixes are written against
+//! it, [`KubeCluster`] implements it with a kube client, and the unit tests with an
+//! in-memory cluster.
+
+use kube::api::{GetParams, ListParams, Patch, PatchParams};
+use kube::core::Request;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The field manager named in the managed fields of what `--fix` patches.
+const FIELD_MANAGER: &str = "tracepatch-audit";
+
+/// The resources the audit reads or patches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Res {
+    Namespace,
+    Pod,
+    Service,
+    CronJob,
+    Job,
+    ReplicaSet,
+    Deployment,
+    DaemonSet,
+    StatefulSet,
+}
+
+/// A page of a list.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub items: Vec<Value>,
+    /// The token for the next page; `None` on the last.
+    pub continue_token: Option<String>,
+}
+
+/// One list request.
+#[derive(Clone, Copy, Debug)]
+pub struct ListQuery<'a> {
+    pub selector: Option<&'a str>,
+    pub limit: u32,
+    pub continue_token: Option<&'a str>,
+}
+
+/// The API's answer to a failed request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// The HTTP status, when the apiserver answered.
+    pub code: Option<u16>,
+    /// `409 Conflict: <message>`, or what went wrong on the way.
+    pub message: String,
+}
+
+/// What the audit needs from a cluster.
+pub trait Cluster {
+    /// One page of `res` in `namespace` (all namespaces when `None`).
+    async fn list(
+        &self,
+        res: Res,
+        namespace: Option<&str>,
+        query: ListQuery<'_>,
+    ) -> Result<Page, ApiError>;
+
+    /// The object, or `None` if it does not exist.
+    async fn get(
+        &self,
+        res: Res,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, ApiError>;
+
+    /// Applies an RFC 6902 patch; with `dry_run`, only as a server-side dry run.
+    async fn patch(
+        &self,
+        res: Res,
+        namespace: &str,
+        name: &str,
+        patch: &json_patch::Patch,
+        dry_run: bool,
+    ) -> Result<(), ApiError>;
+}
+
+/// [`Cluster`] through a kube client.
+pub struct KubeCluster {
+    client: kube::Client,
+}
+
+// === impl Res ===
+
+impl Res {
+    /// API group and version prefix of the URL path.
+    fn prefix(self) -> &'static str {
+        match self {
+            Res::Namespace | Res::Pod | Res::Service => "/api/v1",
+            Res::CronJob | Res::Job => "/apis/batch/v1",
+            Res::ReplicaSet | Res::Deployment | Res::DaemonSet | Res::StatefulSet => {
+                "/apis/apps/v1"
+            }
+        }
+    }
+
+    /// The resource name in URLs and in `kubectl` commands.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Res::Namespace => "namespaces",
+            Res::Pod => "pods",
+            Res::Service => "services",
+            Res::CronJob => "cronjobs",
+            Res::Job => "jobs",
+            Res::ReplicaSet => "replicasets",
+            Res::Deployment => "deployments",
+            Res::DaemonSet => "daemonsets",
+            Res::StatefulSet => "statefulsets",
+        }
+    }
+
+    /// The collection's URL path.
+    pub fn path(self, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) if self != Res::Namespace => {
+                format!("{}/namespaces/{ns}/{}", self.prefix(), self.plural())
+            }
+            _ => format!("{}/{}", self.prefix(), self.plural()),
+        }
+    }
+}
+
+// === impl ApiError ===
+
+impl ApiError {
+    /// An error that did not come from the apiserver's answer.
+    pub fn other(message: impl Into<String>) -> Self {
+        ApiError {
+            code: None,
+            message: message.into(),
+        }
+    }
+
+    /// 409 Conflict, or 422 (a failed `test` operation is refused as invalid).
+    pub fn is_conflict_or_invalid(&self) -> bool {
+        matches!(self.code, Some(409 | 422))
+    }
+}
+
+impl From<kube::Error> for ApiError {
+    fn from(error: kube::Error) -> Self {
+        match error {
+            kube::Error::Api(status) => {
+                let reason = if status.reason.is_empty() {
+                    http::StatusCode::from_u16(status.code)
+                        .ok()
+                        .and_then(|c| c.canonical_reason())
+                        .unwrap_or("")
+                } else {
+                    status.reason.as_str()
+                };
+                let mut message = format!("{} {reason}", status.code).trim_end().to_owned();
+                if !status.message.is_empty() {
+                    message.push_str(": ");
+                    message.push_str(&status.message);
+                }
+                ApiError {
+                    code: Some(status.code),
+                    message,
+                }
+            }
+            other => ApiError::other(other.to_string()),
+        }
+    }
+}
+
+// === impl KubeCluster ===
+
+impl KubeCluster {
+    /// A client from the kubeconfig (`KUBECONFIG`, `~/.kube/config`) or, inside a pod,
+    /// the service account.
+    pub async fn connect() -> Result<Self, kube::Error> {
+        Ok(KubeCluster {
+            client: kube::Client::try_default().await?,
+        })
+    }
+
+    /// The namespace of the kubeconfig context (or of the pod), `default` otherwise.
+    pub fn default_namespace(&self) -> &str {
+        self.client.default_namespace()
+    }
+}
+
+/// The parts of a list the audit reads.
+#[derive(Deserialize)]
+struct RawList {
+    #[serde(default)]
+    metadata: RawListMeta,
+    #[serde(default)]
+    items: Vec<Value>,
+}
+
+#[derive(Default, Deserialize)]
+struct RawListMeta {
+    #[serde(default, rename = "continue")]
+    continue_token: Option<String>,
+}
+
+fn request_error(e: kube::core::request::Error) -> ApiError {
+    ApiError::other(format!("cannot build the request: {e}"))
+}
+
+impl Cluster for KubeCluster {
+    async fn list(
+        &self,
+        res: Res,
+        namespace: Option<&str>,
+        query: ListQuery<'_>,
+    ) -> Result<Page, ApiError> {
+        let mut lp = ListParams::default().limit(query.limit);
+        if let Some(selector) = query.selector {
+            lp = lp.labels(selector);
+        }
+        if let Some(token) = query.continue_token {
+            lp = lp.continue_token(token);
+        }
+        let request = Request::new(res.path(namespace))
+            .list(&lp)
+            .map_err(request_error)?;
+        let list: RawList = self.client.request(request).await?;
+        Ok(Page {
+            items: list.items,
+            continue_token: list.metadata.continue_token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    async fn get(
+        &self,
+        res: Res,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, ApiError> {
+        let request = Request::new(res.path(namespace))
+            .get(name, &GetParams::default())
+            .map_err(request_error)?;
+        match self.client.request::<Value>(request).await {
+            Ok(v) => Ok(Some(v)),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn patch(
+        &self,
+        res: Res,
+        namespace: &str,
+        name: &str,
+        patch: &json_patch::Patch,
+        dry_run: bool,
+    ) -> Result<(), ApiError> {
+        let mut pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        if dry_run {
+            pp = pp.dry_run();
+        }
+        let request = Request::new(res.path(Some(namespace)))
+            .patch(name, &pp, &Patch::<()>::Json(patch.clone()))
+            .map_err(request_error)?;
+        self.client.request::<Value>(request).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(Res::Pod.path(None), "/api/v1/pods");
+        assert_eq!(Res::Pod.path(Some("a")), "/api/v1/namespaces/a/pods");
+        assert_eq!(
+            Res::CronJob.path(Some("a")),
+            "/apis/batch/v1/namespaces/a/cronjobs"
+        );
+        assert_eq!(Res::ReplicaSet.path(None), "/apis/apps/v1/replicasets");
+        assert_eq!(Res::Namespace.path(Some("x")), "/api/v1/namespaces");
+    }
+
+    #[test]
+    fn api_errors_keep_the_status_code() {
+        let status =
+            kube::core::Status::failure("the object has been modified", "Conflict").with_code(409);
+        let e = ApiError::from(kube::Error::Api(status.boxed()));
+        assert_eq!(e.code, Some(409));
+        assert_eq!(e.message, "409 Conflict: the object has been modified");
+        assert!(e.is_conflict_or_invalid());
+        assert!(!ApiError::other("x").is_conflict_or_invalid());
+    }
+}
