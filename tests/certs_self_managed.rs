@@ -143,8 +143,8 @@ fn mock() -> (kube::Client, Handle) {
 }
 
 fn reconciler(client: kube::Client, r: &Replica) -> Reconciler {
-    r.readiness.require_ca_bundle();
-    Reconciler::new(client, &args(), NS, r.store.clone(), r.readiness.clone())
+    r.store.require_ca_bundle();
+    Reconciler::new(client, &args(), NS, r.store.clone())
 }
 
 fn service_spec(validity: Duration) -> ServingSpec {
@@ -651,7 +651,7 @@ async fn new_certificate_waits_while_the_ca_bundle_cannot_be_written() {
         tracepatch::tls::ServingCert::from_pem(old.cert.as_bytes(), old.key.as_bytes(), "old")
             .unwrap(),
     );
-    r.readiness.set_ca_bundle_ok(true);
+    r.store.set_ca_bundle_ok(true);
     let secret = tls_secret(&old_ca.cert, &old_ca.key, &old, "7");
     let script = tokio::spawn(serve_script(
         handle,
@@ -981,7 +981,6 @@ async fn api_errors_are_retried_with_growing_backoff_and_logged() {
         args(),
         NS.into(),
         r.store.clone(),
-        r.readiness.clone(),
     ));
     let t = finish(script).await;
     // Give the loop the moment it needs to record the last answer.
@@ -1061,7 +1060,6 @@ async fn ca_bundle_reset_by_someone_else_is_put_back_at_the_next_check() {
         args(),
         NS.into(),
         r.store.clone(),
-        r.readiness.clone(),
     ));
     let t = finish(script).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1104,7 +1102,6 @@ async fn certificate_written_by_another_replica_is_picked_up_without_restart() {
         args(),
         NS.into(),
         r.store.clone(),
-        r.readiness.clone(),
     ));
     finish(script).await;
     tokio::time::sleep(Duration::from_millis(10)).await;

@@ -14,7 +14,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
@@ -256,7 +255,7 @@ pub fn generate(
 
 /// A CA common name that tells CAs apart in a bundle: `PREFIX <UTC time of issue>`.
 pub fn ca_common_name(prefix: &str) -> String {
-    format!("{prefix} {}", crate::tls::fmt_time(SystemTime::now()))
+    format!("{prefix} {}", super::fmt_time(SystemTime::now()))
 }
 
 // === checks ===
@@ -277,22 +276,18 @@ pub struct CertInfo {
 // === impl CertInfo ===
 
 impl CertInfo {
-    /// Parses a DER certificate; `what` names it in errors.
+    /// Parses a DER certificate, once; `what` names it in errors.
     pub fn parse(der: &CertificateDer<'_>, what: &str) -> Result<Self, IssueError> {
         let (_, cert) =
             x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| IssueError::BadPem {
                 what: what.to_owned(),
                 reason: e.to_string(),
             })?;
-        let (not_before, not_after) =
-            crate::tls::validity(der).map_err(|reason| IssueError::BadPem {
-                what: what.to_owned(),
-                reason,
-            })?;
+        let validity = cert.validity();
         let is_ca = matches!(cert.basic_constraints(), Ok(Some(bc)) if bc.value.ca);
         Ok(Self {
-            not_before,
-            not_after,
+            not_before: system_time(&validity.not_before),
+            not_after: system_time(&validity.not_after),
             is_ca,
             spki: cert.tbs_certificate.subject_pki.raw.to_vec(),
         })
@@ -300,21 +295,29 @@ impl CertInfo {
 
     /// Time left before expiry (zero when expired).
     pub fn remaining(&self) -> Duration {
-        self.not_after
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
+        super::remaining_until(self.not_after)
+    }
+
+    /// Not expired yet.
+    pub fn unexpired(&self) -> bool {
+        self.remaining() > Duration::ZERO
+    }
+
+    /// Whether `key_pem` is the private key of this certificate.
+    pub fn is_key(&self, key_pem: &str) -> bool {
+        KeyPair::from_pem(key_pem).is_ok_and(|key| self.spki == key.subject_public_key_info())
+    }
+
+    /// Whether this CA, with `key_pem`, can go on issuing certificates that last
+    /// `min_remaining`: a CA, its key, and valid for longer than that.
+    pub fn can_issue(&self, key_pem: &str, min_remaining: Duration) -> bool {
+        self.is_ca && self.remaining() > min_remaining && self.is_key(key_pem)
     }
 }
 
 /// Whether `key_pem` is the private key of the certificate `cert`.
 pub fn key_matches(cert: &CertificateDer<'_>, key_pem: &str) -> bool {
-    let Ok(key) = KeyPair::from_pem(key_pem) else {
-        return false;
-    };
-    match CertInfo::parse(cert, "certificate") {
-        Ok(info) => info.spki == key.subject_public_key_info(),
-        Err(_) => false,
-    }
+    CertInfo::parse(cert, "certificate").is_ok_and(|info| info.is_key(key_pem))
 }
 
 /// Checks with rustls' webpki verifier, at the current time, that `leaf` chains to one
@@ -373,23 +376,27 @@ pub fn first_cert(pem: &[u8], what: &str) -> Result<CertificateDer<'static>, Iss
     Ok(certs.swap_remove(0))
 }
 
-/// PEM text of DER certificates, concatenated, 64-column base64 (RFC 7468).
+/// PEM text of DER certificates, one block after another, 64-column base64 (RFC 7468)
+/// and `\n` line ends: the `pem` crate's encoder, which rcgen uses for every
+/// certificate we issue, so all the PEM we write has one form.
 pub fn encode_pem(certs: &[CertificateDer<'_>]) -> String {
-    let mut out = String::new();
-    for cert in certs {
-        out.push_str("-----BEGIN CERTIFICATE-----\n");
-        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
-        for line in b64.as_bytes().chunks(64) {
-            // base64 output is ASCII, so every chunk is valid UTF-8.
-            out.push_str(&String::from_utf8_lossy(line));
-            out.push('\n');
-        }
-        out.push_str("-----END CERTIFICATE-----\n");
-    }
-    out
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    certs
+        .iter()
+        .map(|c| pem::encode_config(&pem::Pem::new("CERTIFICATE", c.as_ref()), config))
+        .collect()
 }
 
 // === helpers ===
+
+fn system_time(t: &x509_parser::time::ASN1Time) -> SystemTime {
+    let secs = t.timestamp();
+    if secs >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
 
 fn distinguished_name(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
@@ -556,7 +563,7 @@ mod tests {
     #[test]
     fn served_by_rustls_from_the_issued_pem() {
         let issued = generate("test CA", 300 * DAY, &ServingSpec::localhost(DAY)).unwrap();
-        let served = crate::tls::ServingCert::from_pem(
+        let served = super::super::ServingCert::from_pem(
             issued.serving.cert.as_bytes(),
             issued.serving.key.as_bytes(),
             "test",

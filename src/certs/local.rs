@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
+use crate::certs::ServingCert;
 use crate::certs::issue::{self, CertInfo, IssueError, Issued, PemPair, ServingSpec};
 use crate::cli::GenerateArgs;
-use crate::tls::ServingCert;
 
 /// File name of the CA certificate.
 pub const CA_CERT: &str = "ca.crt";
@@ -230,9 +230,8 @@ fn reusable_ca(paths: &Paths) -> Option<PemPair> {
     let key = fs::read_to_string(&paths.ca_key).ok()?;
     let der = issue::first_cert(cert.as_bytes(), "ca.crt").ok()?;
     let info = CertInfo::parse(&der, "ca.crt").ok()?;
-    let usable =
-        info.is_ca && info.remaining() > DEV_SERVING_VALIDITY && issue::key_matches(&der, &key);
-    usable.then_some(PemPair { cert, key })
+    info.can_issue(&key, DEV_SERVING_VALIDITY)
+        .then_some(PemPair { cert, key })
 }
 
 // === files ===
@@ -329,7 +328,7 @@ fn until(cert_pem: &str) -> String {
     issue::first_cert(cert_pem.as_bytes(), "certificate")
         .ok()
         .and_then(|der| CertInfo::parse(&der, "certificate").ok())
-        .map(|info| crate::tls::fmt_time(info.not_after))
+        .map(|info| super::fmt_time(info.not_after))
         .unwrap_or_else(|| "?".to_owned())
 }
 

@@ -8,9 +8,10 @@
 //! endpoint removal propagate while requests are still served, the listener stops
 //! accepting, in-flight requests finish (up to the drain timeout), exit 0.
 
+pub mod health;
 pub mod listener;
+pub mod metrics;
 mod refusal;
-pub mod reload;
 pub mod routes;
 
 use std::net::SocketAddr;
@@ -26,12 +27,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::certs;
+use crate::certs::{CertStore, ServingCert, fmt_time};
 use crate::cli::{LogFormat, ServeArgs};
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::health::Readiness;
-use crate::metrics::Metrics;
-use crate::tls::{CertStore, ServingCert, fmt_time};
+use health::Readiness;
+use metrics::Metrics;
 
 /// Keeps the log writer's worker alive; drop it last so buffered lines are flushed.
 pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
@@ -140,7 +141,6 @@ impl Server {
                 args.self_managed.clone(),
                 namespace,
                 certs.clone(),
-                readiness.clone(),
             );
             let stop = stop_background.clone();
             background.spawn(async move {
@@ -161,7 +161,7 @@ impl Server {
                 "serving certificate loaded"
             );
             certs.set(serving);
-            background.spawn(reload::watch_files(
+            background.spawn(certs::reload::watch_files(
                 cert,
                 key,
                 certs.clone(),

@@ -19,11 +19,11 @@ use tracing::info;
 
 use super::refusal::Refusal;
 
+use super::health::Readiness;
+use super::metrics::{self, Metrics};
 use crate::admission::{self, MAX_BODY_BYTES};
+use crate::certs::CertStore;
 use crate::engine::Engine;
-use crate::health::Readiness;
-use crate::metrics::Metrics;
-use crate::tls::CertStore;
 
 /// What the admission handler needs.
 pub struct AdmissionState {
@@ -57,7 +57,7 @@ pub fn health_router(state: Arc<HealthState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(serve_metrics))
         .fallback(|| async { Refusal::NotFound("/healthz, /readyz and /metrics are served here") })
         .with_state(state)
 }
@@ -117,7 +117,7 @@ async fn admit(
         kind = %reviewed.kind.kind,
         namespace = %reviewed.namespace,
         name = %reviewed.name,
-        operation = crate::metrics::operation_label(&reviewed.operation),
+        operation = metrics::operation_label(&reviewed.operation),
         dry_run = reviewed.dry_run,
         rules = %out.applied,
         patch_ops = out.patch.len(),
@@ -140,7 +140,7 @@ async fn readyz(State(state): State<Arc<HealthState>>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Arc<HealthState>>) -> Response {
+async fn serve_metrics(State(state): State<Arc<HealthState>>) -> Response {
     let text = state.metrics.encode(&state.certs);
     let mut response = Response::new(Body::from(text));
     response.headers_mut().insert(

@@ -2,19 +2,18 @@
 //!
 //! Ready means: a certificate is served, the listener accepts, the process is not
 //! draining, and (in self-managed mode) the webhook configuration's caBundle matches
-//! the served certificate, so the apiserver can actually reach us.
+//! the served certificate, so the apiserver can actually reach us (the certificate
+//! store knows the last two: [`CertStore::is_loaded`], [`CertStore::is_trusted`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::tls::CertStore;
+use crate::certs::CertStore;
 
 /// Flags that together make `/readyz`.
 #[derive(Debug, Default)]
 pub struct Readiness {
     accepting: AtomicBool,
     draining: AtomicBool,
-    ca_bundle_required: AtomicBool,
-    ca_bundle_ok: AtomicBool,
 }
 
 // === impl Readiness ===
@@ -30,20 +29,6 @@ impl Readiness {
         self.draining.store(true, Ordering::Release);
     }
 
-    /// Self-managed mode: readiness also waits for the caBundle.
-    pub fn require_ca_bundle(&self) {
-        self.ca_bundle_required.store(true, Ordering::Release);
-    }
-
-    /// Self-managed mode: whether the webhook configuration trusts the served CA.
-    pub fn set_ca_bundle_ok(&self, ok: bool) {
-        self.ca_bundle_ok.store(ok, Ordering::Release);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-
     /// `Ok` when ready, else the reason `/readyz` reports.
     pub fn check(&self, certs: &CertStore) -> Result<(), &'static str> {
         if self.draining.load(Ordering::Acquire) {
@@ -55,9 +40,7 @@ impl Readiness {
         if !self.accepting.load(Ordering::Acquire) {
             return Err("admission listener not accepting");
         }
-        if self.ca_bundle_required.load(Ordering::Acquire)
-            && !self.ca_bundle_ok.load(Ordering::Acquire)
-        {
+        if !certs.is_trusted() {
             return Err("webhook caBundle does not match the served certificate yet");
         }
         Ok(())

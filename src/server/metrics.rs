@@ -12,8 +12,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::admission::Reviewed;
+use crate::certs::CertStore;
 use crate::engine::Kind;
-use crate::tls::CertStore;
 
 /// All of tracepatch's metrics.
 pub struct Metrics {

@@ -1,26 +1,37 @@
-//! The serving certificate: parsed and checked once, swapped atomically.
+//! The served certificate: parsed and checked once, swapped atomically.
 //!
 //! A [`CertStore`] is the rustls certificate resolver of the admission listener. Whoever
-//! owns the certificate (the file watcher, the self-managed Secret loop) calls
-//! [`CertStore::set`]; every new TLS handshake picks up the current certificate, while
-//! connections already open keep the one they negotiated. Nothing is restarted.
+//! owns the certificate (the file watcher in [`super::reload`], the self-managed Secret
+//! loop, the development certificate at start) calls [`CertStore::set`]; every new TLS
+//! handshake picks up the current certificate, while connections already open keep the
+//! one they negotiated. Nothing is restarted.
+//!
+//! The store also says whether the apiserver can verify what it serves: in self-managed
+//! mode the webhook configuration's caBundle must trust it first, and `/readyz` waits.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwapOption;
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use super::fmt_time;
+use super::issue::CertInfo;
+
 /// A serving certificate chain and key, checked to belong together and to be valid now.
 #[derive(Clone, Debug)]
 pub struct ServingCert {
     key: Arc<CertifiedKey>,
     not_after: SystemTime,
-    /// SHA-less identity of the leaf for logs and change detection: its DER bytes.
+    /// The leaf certificate, DER: what tells two certificates apart (a reload that
+    /// finds the same certificate, the Secret loop asking whether it serves the
+    /// Secret's).
     leaf: CertificateDer<'static>,
 }
 
@@ -55,7 +66,11 @@ pub enum TlsError {
 /// The certificate resolver shared by the listener and whoever rotates the certificate.
 #[derive(Debug, Default)]
 pub struct CertStore {
-    current: RwLock<Option<ServingCert>>,
+    current: ArcSwapOption<ServingCert>,
+    /// Self-managed mode: the caBundle must trust the served certificate.
+    ca_bundle_required: AtomicBool,
+    /// Self-managed mode: the caBundle trusts the served certificate.
+    ca_bundle_ok: AtomicBool,
 }
 
 // === impl ServingCert ===
@@ -65,26 +80,22 @@ impl ServingCert {
     /// refusing a key that does not match or a certificate not valid now. `what` names
     /// the source in errors (file names, or `secret ns/name`).
     pub fn from_pem(cert_pem: &[u8], key_pem: &[u8], what: &str) -> Result<Self, TlsError> {
+        let bad_cert = |reason: String| TlsError::BadCert {
+            what: what.to_owned(),
+            reason,
+        };
+        let bad_key = |reason: String| TlsError::BadKey {
+            what: what.to_owned(),
+            reason,
+        };
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
             .collect::<Result<_, _>>()
-            .map_err(|e| TlsError::BadCert {
-                what: what.to_owned(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| bad_cert(e.to_string()))?;
         let Some(leaf) = chain.first().cloned() else {
-            return Err(TlsError::BadCert {
-                what: what.to_owned(),
-                reason: "no CERTIFICATE block".into(),
-            });
+            return Err(bad_cert("no CERTIFICATE block".into()));
         };
-        let key_der = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::BadKey {
-            what: what.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let signing_key = any_supported_type(&key_der).map_err(|e| TlsError::BadKey {
-            what: what.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let key_der = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| bad_key(e.to_string()))?;
+        let signing_key = any_supported_type(&key_der).map_err(|e| bad_key(e.to_string()))?;
         let certified = CertifiedKey::new(chain, signing_key);
         match certified.keys_match() {
             Ok(()) => {}
@@ -94,28 +105,20 @@ impl ServingCert {
                     what: what.to_owned(),
                 });
             }
-            Err(e) => {
-                return Err(TlsError::BadCert {
-                    what: what.to_owned(),
-                    reason: e.to_string(),
-                });
-            }
+            Err(e) => return Err(bad_cert(e.to_string())),
         }
-        let (not_before, not_after) = validity(&leaf).map_err(|reason| TlsError::BadCert {
-            what: what.to_owned(),
-            reason,
-        })?;
+        let info = CertInfo::parse(&leaf, what).map_err(|e| bad_cert(e.to_string()))?;
         let now = SystemTime::now();
-        if now < not_before || now > not_after {
+        if now < info.not_before || now > info.not_after {
             return Err(TlsError::NotValidNow {
                 what: what.to_owned(),
-                not_before: fmt_time(not_before),
-                not_after: fmt_time(not_after),
+                not_before: fmt_time(info.not_before),
+                not_after: fmt_time(info.not_after),
             });
         }
         Ok(Self {
             key: Arc::new(certified),
-            not_after,
+            not_after: info.not_after,
             leaf,
         })
     }
@@ -144,9 +147,7 @@ impl ServingCert {
 
     /// Time left before expiry (zero when expired).
     pub fn remaining(&self) -> Duration {
-        self.not_after
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
+        super::remaining_until(self.not_after)
     }
 }
 
@@ -159,26 +160,36 @@ impl CertStore {
 
     /// Serves `cert` on every new handshake from now on.
     pub fn set(&self, cert: ServingCert) {
-        // A poisoned lock only means a writer panicked mid-assignment of an Option,
-        // which cannot leave it torn; keep serving.
-        let mut slot = self.current.write().unwrap_or_else(|p| p.into_inner());
-        *slot = Some(cert);
+        self.current.store(Some(Arc::new(cert)));
     }
 
     /// The certificate being served, if any.
-    pub fn current(&self) -> Option<ServingCert> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    pub fn current(&self) -> Option<Arc<ServingCert>> {
+        self.current.load_full()
     }
 
     /// Whether a certificate is loaded.
     pub fn is_loaded(&self) -> bool {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.current.load().is_some()
+    }
+
+    /// Self-managed mode: the apiserver trusts what is served only once the webhook
+    /// configuration's caBundle does; until [`CertStore::set_ca_bundle_ok`] says so,
+    /// [`CertStore::is_trusted`] is false.
+    pub fn require_ca_bundle(&self) {
+        self.ca_bundle_required.store(true, Ordering::Release);
+    }
+
+    /// Self-managed mode: whether the webhook configuration trusts the served CA.
+    pub fn set_ca_bundle_ok(&self, ok: bool) {
+        self.ca_bundle_ok.store(ok, Ordering::Release);
+    }
+
+    /// Whether the apiserver can verify the served certificate, as far as we know: true
+    /// unless self-managed mode is waiting for the caBundle.
+    pub fn is_trusted(&self) -> bool {
+        !self.ca_bundle_required.load(Ordering::Acquire)
+            || self.ca_bundle_ok.load(Ordering::Acquire)
     }
 
     /// A rustls server configuration serving from this store: TLS 1.2 and 1.3 (the
@@ -203,42 +214,6 @@ impl CertStore {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|c| c.key.clone())
+        self.current.load().as_ref().map(|c| c.key.clone())
     }
-}
-
-// === helpers ===
-
-/// The validity period of a DER certificate.
-pub fn validity(der: &CertificateDer<'_>) -> Result<(SystemTime, SystemTime), String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| e.to_string())?;
-    let v = cert.validity();
-    let to_system = |t: &x509_parser::time::ASN1Time| {
-        let secs = t.timestamp();
-        if secs >= 0 {
-            SystemTime::UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
-        } else {
-            SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-        }
-    };
-    Ok((to_system(&v.not_before), to_system(&v.not_after)))
-}
-
-/// RFC 3339 UTC rendering of a time, for messages.
-pub fn fmt_time(t: SystemTime) -> String {
-    let secs = match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    };
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("@{secs}"))
 }

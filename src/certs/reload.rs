@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::tls::{CertStore, ServingCert, fmt_time};
+use super::{CertStore, ServingCert, fmt_time};
 
 /// What identifies the current content of a file without reading it.
 #[derive(Clone, Debug, PartialEq, Eq)]
