@@ -225,7 +225,10 @@ fn selector(sel: &LabelSelector) -> String {
             }
         });
     }
-    format!("({})", parts.join(" && "))
+    match parts.as_slice() {
+        [one] => one.clone(),
+        _ => format!("({})", parts.join(" && ")),
+    }
 }
 
 /// One regular expression that an image reference matches whenever its normalized
@@ -279,7 +282,7 @@ fn glob_regex(glob: &str) -> String {
 fn regex_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 4);
     for c in s.chars() {
-        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+        if "\\.+*?()|[]{}^$".contains(c) {
             out.push('\\');
         }
         out.push(c);

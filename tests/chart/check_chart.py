@@ -687,6 +687,15 @@ def validate_all(objs_by_source: dict[str, list[dict]]) -> None:
 CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())
 CHART_APP_VERSION = str(CHART_META["appVersion"])
 
+# What `tracepatch webhook-config --conditions-only` prints for a configuration whose
+# CronJob label is `service` (only the CronJob webhook's condition differs).
+CUSTOM_CONDITIONS = {
+    "pods.tracepatch.io": [{"name": "tracepatch-rules-may-apply", "expression": "object != null"}],
+    "services.tracepatch.io": [{"name": "tracepatch-rules-may-apply", "expression": "object != null"}],
+    "cronjobs.tracepatch.io": [{"name": "tracepatch-rules-may-apply",
+                                "expression": "object != null && !('service' in object.spec.jobTemplate.spec.template.metadata.labels)"}],
+}
+
 SCENARIOS = {
     "default": ({}, RELEASE, NAMESPACE),
     "cert-manager, self-signed CA": ({"certificates": {"mode": "cert-manager"}}, RELEASE, NAMESPACE),
@@ -703,6 +712,11 @@ SCENARIOS = {
                     "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Admission"}}},
                    RELEASE, NAMESPACE),
     "configFile (OTel profile)": ({"configFile": OTEL_CONFIG.read_text()}, RELEASE, NAMESPACE),
+    "matchConditions off": ({"webhook": {"matchConditions": {"enabled": False}}}, RELEASE, NAMESPACE),
+    "custom config": ({"config": {"cronJobApp": {"label": "service"}}}, RELEASE, NAMESPACE),
+    "custom config, custom conditions": ({"config": {"cronJobApp": {"label": "service"}},
+                                          "webhook": {"matchConditions": {"custom": CUSTOM_CONDITIONS}}},
+                                         RELEASE, NAMESPACE),
     "renamed release, one replica, extras": ({
         "webhook": {"name": "00-edge-tracepatch", "excludeNamespaces": ["istio-system", "monitoring"],
                     "timeoutSeconds": 5},
@@ -758,6 +772,11 @@ def check_schema_rejections() -> None:
         "secret mode without its Secret": {"certificates": {"mode": "secret"}},
         "unknown image.pullPolicy": {"image": {"pullPolicy": "Sometimes"}},
         "prometheusRule.enabled as a string": {"prometheusRule": {"enabled": "yes"}},
+        "matchConditions.enabled as a string": {"webhook": {"matchConditions": {"enabled": "yes"}}},
+        "matchConditions.custom for an unknown webhook": {"webhook": {"matchConditions": {"custom": {
+            "deployments.tracepatch.io": [{"name": "x", "expression": "true"}]}}}},
+        "a custom condition without an expression": {"webhook": {"matchConditions": {"custom": {
+            "pods.tracepatch.io": [{"name": "x"}]}}}},
         "a misspelt prometheusRule key": {"prometheusRule": {"enable": True}},
         "an alert label with a non-string value": {"prometheusRule": {"alertLabels": {"team": 1}}},
         "an alert label name Prometheus refuses": {"prometheusRule": {"alertLabels": {"team-name": "x"}}},
@@ -900,6 +919,19 @@ def check_scenario_specifics(renders: dict) -> None:
                    d["metadata"].get("annotations"), json.loads(d["data"]["tracepatch.json"]).get("uid")),
                   ("tracepatch-dashboard", "1", {"grafana_folder": "Admission"}, "tracepatch"),
                   "monitoring: dashboard ConfigMap for Grafana's sidecar, with the dashboard JSON")
+    def conditions(label):
+        return [w.get("matchConditions") for w in one(renders[label][0], "MutatingWebhookConfiguration")["webhooks"]]
+    shipped = yaml.safe_load((CHART / "files" / "match-conditions.yaml").read_text())
+    expect_eq(conditions("default"), [shipped[n] for n in ("pods.tracepatch.io", "services.tracepatch.io",
+                                                           "cronjobs.tracepatch.io")],
+              "default rules configuration: the rendered matchConditions of files/match-conditions.yaml")
+    for label in ("matchConditions off", "custom config", "configFile (OTel profile)"):
+        expect_eq(conditions(label), [None] * 3,
+                  f"{label}: no matchConditions (every object is sent; conditions for another "
+                  "configuration would skip objects its rules change)")
+    expect_eq(conditions("custom config, custom conditions"),
+              [CUSTOM_CONDITIONS[n] for n in ("pods.tracepatch.io", "services.tracepatch.io", "cronjobs.tracepatch.io")],
+              "webhook.matchConditions.custom: rendered as given")
     objs, _ = renders["configFile (OTel profile)"]
     expect_eq(yaml.safe_load(config_map(objs)["data"]["config.yaml"]), yaml.safe_load(OTEL_CONFIG.read_text()),
               "configFile: config.yaml is config/otel-collector.yaml")

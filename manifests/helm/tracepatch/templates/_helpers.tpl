@@ -95,3 +95,15 @@ Call with (list "valueName" .Values.valueName); the name is for the error messag
 {{- else }}{{ fail (printf "%s %q: use a number with ms, s, m, h or d" $name $d) }}
 {{- end }}
 {{- end }}
+
+{{/*
+Non-empty when the rules configuration is the built-in default (no configFile, and
+`config` equal to files/default-config.yaml, the output of `tracepatch config default`):
+then the chart's matchConditions, rendered for that configuration, apply.
+*/}}
+{{- define "tracepatch.defaultRulesConfig" -}}
+{{- $default := .Files.Get "files/default-config.yaml" | fromYaml }}
+{{- if and (not .Values.configFile) (eq (toJson .Values.config) (toJson $default)) -}}
+true
+{{- end }}
+{{- end }}
