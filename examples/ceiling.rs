@@ -16,8 +16,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracepatch::server::listener::{self, ConnLimits};
-use tracepatch::tls::{CertStore, ServingCert};
+use tracepatch::certs::{CertStore, ServingCert};
+use tracepatch::server::{ConnLimits, serve_tls};
 
 /// tracepatch's response to the benchmark review (bench/meshed-pod-review.json).
 const RESPONSE: &str = include_str!("../bench/ceiling-response.json");
@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
             max_connections: 1024,
             max_streams: 256,
         };
-        listener::serve(
+        serve_tls(
             listener,
             TlsAcceptor::from(store.server_config()),
             router,

@@ -1,4 +1,5 @@
-//! Command-line interface: `serve`, `mutate`, `certs`, `config`.
+//! Command-line interface of the `tracepatch` binary (not part of the library: the
+//! library takes plain option structs, which the `options` methods here build).
 //!
 //! The doc comments are the `--help` text. Every `serve` flag has an environment
 //! variable override, so the manifests can set them from a ConfigMap or the downward API.
@@ -8,6 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracepatch::certs::GenerateOptions;
+use tracepatch::certs::self_managed::SelfManagedOptions;
+use tracepatch::server::{Certificates, ServeOptions};
 
 /// tracepatch: a Kubernetes mutating admission webhook that makes Istio-meshed
 /// workloads trace correctly with Datadog APM.
@@ -80,7 +84,9 @@ pub struct ServeArgs {
     #[arg(long, env = "TRACEPATCH_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
 
-    /// Time allowed for a TLS handshake, for a request's headers, and for its body.
+    /// Time allowed for a TLS handshake, for an HTTP/1.1 request's headers, and for a
+    /// request's body. HTTP/2 request headers have no timeout of their own: an HTTP/2
+    /// connection with no request in flight is closed after --idle-timeout.
     #[arg(long, env = "TRACEPATCH_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,
 
@@ -294,6 +300,76 @@ pub enum ConfigCommand {
     /// Print the documented default configuration (the Datadog profile).
     Default,
 }
+
+// === impl ServeArgs ===
+
+impl ServeArgs {
+    /// The server's options: where the certificate comes from decided here (the
+    /// self-managed flag, else the files, else a development certificate).
+    pub fn options(self) -> ServeOptions {
+        let certificates = match (self.tls_cert, self.tls_key) {
+            _ if self.self_managed.self_managed_certs => {
+                Certificates::SelfManaged(self.self_managed.options())
+            }
+            (Some(cert), Some(key)) => Certificates::Files {
+                cert,
+                key,
+                reload_interval: self.cert_reload_interval,
+            },
+            _ => Certificates::Development {
+                dir: self.dev_cert_dir,
+                reload_interval: self.cert_reload_interval,
+            },
+        };
+        ServeOptions {
+            addr: self.addr,
+            health_addr: self.health_addr,
+            config: self.config,
+            certificates,
+            drain_timeout: self.drain_timeout,
+            shutdown_delay: self.shutdown_delay,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+        }
+    }
+}
+
+// === impl SelfManagedArgs ===
+
+impl SelfManagedArgs {
+    fn options(&self) -> SelfManagedOptions {
+        SelfManagedOptions {
+            secret: self.secret.clone(),
+            webhook_config: self.webhook_config.clone(),
+            service: self.service.clone(),
+            namespace: self.namespace.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            renew_before: self.renew_before,
+            check_interval: self.check_interval,
+        }
+    }
+}
+
+// === impl GenerateArgs ===
+
+impl GenerateArgs {
+    pub fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            service: self.service.clone(),
+            namespace: self.namespace.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            out: self.out.clone(),
+            days: self.days,
+            dns: self.dns.clone(),
+            ip: self.ip.clone(),
+            force: self.force,
+            print_ca_bundle: self.print_ca_bundle,
+        }
+    }
+}
+
+// === helpers ===
 
 /// Parses `500ms`, `20s`, `5m`, `12h`, `30d`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -32,7 +32,7 @@ pub enum Kind {
 
 /// Which rules the webhook runs on an object (see [`Kind::admitted_by`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admitted {
+pub(crate) enum Admitted {
     /// Rules 1, 2 and the opt-in part of 3.
     PodRules,
     /// Rule 3 on a Service.
@@ -78,7 +78,7 @@ impl Kind {
 
     /// The rules the webhook runs on an object of this kind for `operation`; `None`:
     /// the object is admitted as it is. The one table of kinds and operations.
-    pub fn admitted_by(self, operation: &Operation) -> Option<Admitted> {
+    pub(crate) fn admitted_by(self, operation: &Operation) -> Option<Admitted> {
         let create = matches!(operation, Operation::Create);
         let update = matches!(operation, Operation::Update);
         match self {

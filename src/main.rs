@@ -3,15 +3,16 @@
 
 #![forbid(unsafe_code)]
 
+mod cli;
+mod logging;
+
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use tracepatch::cli::{
-    CertsCommand, Cli, Command, ConfigCommand, MutateArgs, OutputFormat, ServeArgs,
-};
+use cli::{CertsCommand, Cli, Command, ConfigCommand, MutateArgs, OutputFormat, ServeArgs};
 use tracepatch::config::Config;
 use tracepatch::engine::Engine;
 use tracepatch::mutate;
@@ -29,7 +30,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => run_serve(*args),
         Command::Mutate(args) => run_mutate(&args),
         Command::Audit(args) => return run_audit(&args),
-        Command::Certs(CertsCommand::Generate(args)) => tracepatch::certs::run_generate(&args),
+        Command::Certs(CertsCommand::Generate(args)) => {
+            tracepatch::certs::run_generate(&args.options()).map_err(Into::into)
+        }
         Command::Config(cmd) => run_config(cmd),
     };
     match result {
@@ -42,7 +45,7 @@ fn main() -> ExitCode {
 }
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    let _log = tracepatch::server::init_logging(args.log_format);
+    let _log = logging::init(args.log_format);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if args.worker_threads > 0 {
         runtime.worker_threads(args.worker_threads);
@@ -51,7 +54,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(tracepatch::server::run(args));
+    let result = runtime.block_on(tracepatch::server::run(args.options()));
     if let Err(e) = &result {
         tracing::error!(error = %format!("{e:#}"), "tracepatch serve failed");
     }
@@ -112,8 +115,8 @@ fn run_config(cmd: ConfigCommand) -> anyhow::Result<()> {
 
 /// `tracepatch audit` has its own exit status, for CI gates: 0 when nothing is found, 1
 /// when findings remain, 2 on an error.
-fn run_audit(args: &tracepatch::cli::AuditArgs) -> ExitCode {
-    use tracepatch::cli::AuditOutput;
+fn run_audit(args: &cli::AuditArgs) -> ExitCode {
+    use cli::AuditOutput;
     use tracepatch::{AuditFormat, AuditOptions, AuditScope};
     let run = || -> anyhow::Result<u8> {
         let engine = Engine::new(load_config(args.config.as_deref())?);

@@ -15,13 +15,12 @@ use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use tracepatch::certs::CertStore;
 use tracepatch::certs::issue::{self, PemPair, ServingSpec};
 use tracepatch::certs::self_managed::{
-    self, Reconciler, SecretAction, SelfManagedError, resolve_namespace_from,
+    self, Reconciler, SecretAction, SelfManagedError, SelfManagedOptions, resolve_namespace_from,
 };
-use tracepatch::cli::SelfManagedArgs;
-use tracepatch::health::Readiness;
-use tracepatch::tls::CertStore;
+use tracepatch::server::Readiness;
 
 const DAY: Duration = Duration::from_secs(86_400);
 const NS: &str = "tracepatch";
@@ -114,9 +113,8 @@ struct Replica {
     readiness: Arc<Readiness>,
 }
 
-fn args() -> SelfManagedArgs {
-    SelfManagedArgs {
-        self_managed_certs: true,
+fn args() -> SelfManagedOptions {
+    SelfManagedOptions {
         secret: "tracepatch-tls".into(),
         webhook_config: "00-tracepatch".into(),
         service: "tracepatch".into(),
@@ -584,7 +582,7 @@ async fn new_ca_is_trusted_alongside_the_old_before_it_is_served() {
     let old_ca = issue::generate_ca("old CA", 40 * DAY).unwrap();
     let old = issue::issue_serving(&old_ca, &service_spec(20 * DAY)).unwrap();
     r.store.set(
-        tracepatch::tls::ServingCert::from_pem(old.cert.as_bytes(), old.key.as_bytes(), "old")
+        tracepatch::certs::ServingCert::from_pem(old.cert.as_bytes(), old.key.as_bytes(), "old")
             .unwrap(),
     );
     let secret = tls_secret(&old_ca.cert, &old_ca.key, &old, "7");
@@ -648,7 +646,7 @@ async fn new_certificate_waits_while_the_ca_bundle_cannot_be_written() {
     let old_ca = issue::generate_ca("old CA", 40 * DAY).unwrap();
     let old = issue::issue_serving(&old_ca, &service_spec(20 * DAY)).unwrap();
     r.store.set(
-        tracepatch::tls::ServingCert::from_pem(old.cert.as_bytes(), old.key.as_bytes(), "old")
+        tracepatch::certs::ServingCert::from_pem(old.cert.as_bytes(), old.key.as_bytes(), "old")
             .unwrap(),
     );
     r.store.set_ca_bundle_ok(true);

@@ -25,8 +25,7 @@ use support::{Client, TestCerts, pod_review, served_within_5s, serving, tls_conn
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 use tracepatch::engine::Engine;
-use tracepatch::metrics::Metrics;
-use tracepatch::server::routes::{AdmissionState, admission_router};
+use tracepatch::server::{AdmissionState, Metrics, admission_router};
 
 const MIB: usize = 1024 * 1024;
 const LIMIT: usize = 7 * MIB;

@@ -13,10 +13,9 @@
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use tracepatch::admission;
-use tracepatch::config::{
-    Config, ContainerTargets, PortMode, is_env_var_name, is_iana_svc_name, is_label_value,
-};
+use tracepatch::config::{Config, ContainerTargets, PortMode};
 use tracepatch::engine::{Engine, Kind};
+use tracepatch::names::{is_env_var_name, is_iana_svc_name, is_label_value};
 
 // === generators ===
 

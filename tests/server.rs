@@ -17,8 +17,7 @@ use support::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 use tracepatch::engine::Engine;
-use tracepatch::metrics::Metrics;
-use tracepatch::server::routes::{AdmissionState, admission_router};
+use tracepatch::server::{AdmissionState, Metrics, admission_router};
 
 fn router() -> axum::Router {
     admission_router(Arc::new(AdmissionState {
@@ -654,14 +653,15 @@ async fn bad_certificates_and_configuration_are_refused_at_start() {
             "127.0.0.1:0",
         ];
         argv.extend(flags.iter().map(String::as_str));
-        let tracepatch::cli::Command::Serve(args) =
-            <tracepatch::cli::Cli as clap::Parser>::try_parse_from(argv)
+        let support::cli::Command::Serve(args) =
+            <support::cli::Cli as clap::Parser>::try_parse_from(argv)
                 .unwrap()
                 .command
         else {
             unreachable!()
         };
-        let err = match tracepatch::server::Server::start(*args, Default::default()).await {
+        let err = match tracepatch::server::Server::start(args.options(), Default::default()).await
+        {
             Ok(_) => panic!("started with {flags:?}"),
             Err(e) => format!("{e:#}"),
         };

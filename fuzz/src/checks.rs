@@ -10,11 +10,11 @@ use std::sync::OnceLock;
 
 use base64::Engine as _;
 use serde_json::Value;
+use tracepatch::Outcome;
 use tracepatch::admission;
 use tracepatch::config::Config;
 use tracepatch::engine::{Engine, Kind};
 use tracepatch::mutate::{self, Output};
-use tracepatch::rules::Outcome;
 
 /// The configurations an input is checked under, chosen by its first byte
 /// ([`engine_for`]): the defaults, the opt-in and non-default modes, and the shipped

@@ -12,7 +12,7 @@
 
 use arbitrary::Arbitrary;
 use serde_json::{Map, Value, json};
-use tracepatch::rules::tracer_env::proxy_config::Node;
+use tracepatch::ProxyConfigNode as Node;
 
 // === strings ===
 

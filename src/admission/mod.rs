@@ -36,7 +36,7 @@ pub const API_VERSION: &str = "admission.k8s.io/v1";
 /// 3 MiB (`--max-request-body-bytes`), and a review carries the object and, on UPDATE,
 /// the old object, plus under 1 MiB of envelope — controller-runtime's webhook server
 /// uses the same figure for the same reason.
-pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
 
 /// What was decided about one request, for the response, the log line and metrics.
 #[derive(Debug)]

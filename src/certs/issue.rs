@@ -82,7 +82,7 @@ pub enum IssueError {
 }
 
 /// Validity of a serving certificate when nobody says otherwise.
-pub const DEFAULT_SERVING_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
+pub(crate) const DEFAULT_SERVING_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
 
 /// How far back `notBefore` is set, so a peer whose clock is a little behind ours
 /// does not reject a certificate issued a second ago.
@@ -147,7 +147,11 @@ impl ServingSpec {
 // === issuing ===
 
 /// The in-cluster DNS names of a Service, shortest first.
-pub fn service_dns_names(service: &str, namespace: &str, cluster_domain: &str) -> Vec<String> {
+pub(crate) fn service_dns_names(
+    service: &str,
+    namespace: &str,
+    cluster_domain: &str,
+) -> Vec<String> {
     let domain = cluster_domain.trim_matches('.');
     let mut names = vec![
         service.to_owned(),
@@ -254,7 +258,7 @@ pub fn generate(
 }
 
 /// A CA common name that tells CAs apart in a bundle: `PREFIX <UTC time of issue>`.
-pub fn ca_common_name(prefix: &str) -> String {
+pub(crate) fn ca_common_name(prefix: &str) -> String {
     format!("{prefix} {}", super::fmt_time(SystemTime::now()))
 }
 
@@ -262,7 +266,7 @@ pub fn ca_common_name(prefix: &str) -> String {
 
 /// What callers need to know about a certificate.
 #[derive(Clone, Debug)]
-pub struct CertInfo {
+pub(crate) struct CertInfo {
     /// Start of validity.
     pub not_before: SystemTime,
     /// End of validity.
@@ -316,7 +320,8 @@ impl CertInfo {
 }
 
 /// Whether `key_pem` is the private key of the certificate `cert`.
-pub fn key_matches(cert: &CertificateDer<'_>, key_pem: &str) -> bool {
+#[cfg(test)]
+fn key_matches(cert: &CertificateDer<'_>, key_pem: &str) -> bool {
     CertInfo::parse(cert, "certificate").is_ok_and(|info| info.is_key(key_pem))
 }
 
@@ -371,7 +376,7 @@ pub fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>
 }
 
 /// The first certificate of a PEM bundle.
-pub fn first_cert(pem: &[u8], what: &str) -> Result<CertificateDer<'static>, IssueError> {
+pub(crate) fn first_cert(pem: &[u8], what: &str) -> Result<CertificateDer<'static>, IssueError> {
     let mut certs = parse_certs(pem, what)?;
     Ok(certs.swap_remove(0))
 }

@@ -16,7 +16,6 @@ use base64::Engine as _;
 
 use crate::certs::ServingCert;
 use crate::certs::issue::{self, CertInfo, IssueError, Issued, PemPair, ServingSpec};
-use crate::cli::GenerateArgs;
 
 /// File name of the CA certificate.
 pub const CA_CERT: &str = "ca.crt";
@@ -73,6 +72,32 @@ pub enum CertError {
     /// The certificates could not be issued.
     #[error("cannot issue certificates: {0}")]
     Issue(#[from] IssueError),
+    /// A validity of zero days.
+    #[error("--days must be at least 1")]
+    ZeroDays,
+}
+
+/// What `tracepatch certs generate` makes (its flags, without the command line).
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Service name of the webhook.
+    pub service: String,
+    /// Namespace of the Service.
+    pub namespace: String,
+    /// Cluster DNS domain.
+    pub cluster_domain: String,
+    /// Output directory for ca.crt, ca.key, tls.crt, tls.key.
+    pub out: PathBuf,
+    /// Validity of the serving certificate in days (the CA gets ten times as long).
+    pub days: u32,
+    /// Extra DNS names for the serving certificate.
+    pub dns: Vec<String>,
+    /// Extra IP addresses for the serving certificate.
+    pub ip: Vec<std::net::IpAddr>,
+    /// Overwrite existing files.
+    pub force: bool,
+    /// Print the base64 caBundle for a MutatingWebhookConfiguration on stdout.
+    pub print_ca_bundle: bool,
 }
 
 /// The four file paths in a directory.
@@ -109,9 +134,9 @@ impl Paths {
 /// standard error; with `--print-ca-bundle`, prints the base64 `caBundle` alone on
 /// standard output, so `CA_BUNDLE=$(tracepatch certs generate ... --print-ca-bundle)`
 /// works.
-pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
+pub fn run_generate(args: &GenerateOptions) -> Result<(), CertError> {
     if args.days == 0 {
-        anyhow::bail!("--days must be at least 1");
+        return Err(CertError::ZeroDays);
     }
     let paths = Paths::in_dir(&args.out);
     if !args.force {
@@ -338,8 +363,8 @@ mod tests {
     #[cfg(unix)]
     use std::os::unix::fs::PermissionsExt as _;
 
-    fn args(out: &Path) -> GenerateArgs {
-        GenerateArgs {
+    fn args(out: &Path) -> GenerateOptions {
+        GenerateOptions {
             service: "tracepatch".into(),
             namespace: "tracepatch".into(),
             cluster_domain: "cluster.local".into(),

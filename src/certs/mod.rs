@@ -15,16 +15,17 @@
 use std::time::{Duration, SystemTime};
 
 pub mod issue;
-pub mod local;
-pub mod reload;
+mod local;
+pub(crate) mod reload;
 pub mod self_managed;
-pub mod serving;
+mod serving;
 
-pub use local::{CertError, DevCert, ensure_dev_cert, run_generate};
+pub(crate) use local::ensure_dev_cert;
+pub use local::{CertError, GenerateOptions, run_generate};
 pub use serving::{CertStore, ServingCert, TlsError};
 
 /// RFC 3339 UTC rendering of a time, for messages.
-pub fn fmt_time(t: SystemTime) -> String {
+pub(crate) fn fmt_time(t: SystemTime) -> String {
     let secs = match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => d.as_secs() as i64,
         Err(e) => -(e.duration().as_secs() as i64),

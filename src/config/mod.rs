@@ -21,8 +21,6 @@ use crate::text::strip_location;
 pub use crate::names::{EnvName, LabelKey};
 pub use crate::rules::agent_sidecar::{ImagePattern, LabelRequirement, LabelSelector, Operator};
 pub use crate::rules::trace_port::{PortMatcher, PortNumber};
-// Shim until the public surface is narrowed (the validators moved to `names`).
-pub use crate::names::{is_env_var_name, is_iana_svc_name, is_label_value};
 
 mod defaults;
 

@@ -8,11 +8,16 @@
 //! endpoint removal propagate while requests are still served, the listener stops
 //! accepting, in-flight requests finish (up to the drain timeout), exit 0.
 
-pub mod health;
-pub mod listener;
-pub mod metrics;
+mod health;
+mod listener;
+mod metrics;
 mod refusal;
-pub mod routes;
+mod routes;
+
+pub use health::Readiness;
+pub use listener::{ConnLimits, serve as serve_tls};
+pub use metrics::Metrics;
+pub use routes::{AdmissionState, admission_router};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,55 +32,57 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::certs;
+use crate::certs::self_managed::SelfManagedOptions;
 use crate::certs::{CertStore, ServingCert, fmt_time};
-use crate::cli::{LogFormat, ServeArgs};
 use crate::config::Config;
 use crate::engine::Engine;
-use health::Readiness;
-use metrics::Metrics;
 
-/// Keeps the log writer's worker alive; drop it last so buffered lines are flushed.
-pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
+/// What `tracepatch serve` needs: its flags, without the command line.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Address of the HTTPS admission endpoint.
+    pub addr: SocketAddr,
+    /// Address of the plain-HTTP port serving /healthz, /readyz and /metrics.
+    pub health_addr: SocketAddr,
+    /// Rules configuration file; the built-in Datadog profile when `None`.
+    pub config: Option<PathBuf>,
+    /// Where the served certificate comes from.
+    pub certificates: Certificates,
+    /// How long in-flight requests may take to finish after shutdown begins.
+    pub drain_timeout: Duration,
+    /// After shutdown begins, keep serving (not ready) this long before closing the
+    /// listener.
+    pub shutdown_delay: Duration,
+    /// Time allowed for a TLS handshake, an HTTP/1.1 request's headers, and a body.
+    pub header_timeout: Duration,
+    /// A connection with no request in flight this long is closed.
+    pub idle_timeout: Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
+}
 
-/// Lines buffered between the request path and the writer thread; beyond this, lines
-/// are dropped rather than delaying an admission (about 3 MB of JSON lines).
-const LOG_LINES_BUFFERED: usize = 8192;
-
-/// Installs the log subscriber: `RUST_LOG` filters (default `info`), lines go to
-/// standard output through a non-blocking writer thread, so that a slow log consumer
-/// never delays an admission (lines are dropped instead), and in batches (one write
-/// per batch of lines, not one per line).
-pub fn init_logging(format: LogFormat) -> LogGuard {
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(LOG_LINES_BUFFERED)
-        .lossy(true)
-        .thread_name("tracepatch-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stdout(),
-        ));
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi && format == LogFormat::Text);
-    let result = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-    // Already installed (tests): keep the existing subscriber.
-    let _ = result;
-    guard
+/// Where the served certificate comes from.
+#[derive(Clone, Debug)]
+pub enum Certificates {
+    /// Certificate and key files, polled every `reload_interval` and reloaded when
+    /// they change.
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        reload_interval: Duration,
+    },
+    /// A development CA and certificate generated (or reused) in `dir`, then watched
+    /// like files.
+    Development {
+        dir: PathBuf,
+        reload_interval: Duration,
+    },
+    /// Kept in a Secret, its CA in the webhook configuration's caBundle.
+    SelfManaged(SelfManagedOptions),
 }
 
 /// Runs the server until SIGTERM or SIGINT.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let signal = {
         let shutdown = shutdown.clone();
@@ -84,7 +91,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             shutdown.cancel();
         }
     };
-    let server = Server::start(args, shutdown.clone()).await?;
+    let server = Server::start(options, shutdown.clone()).await?;
     tokio::spawn(signal);
     server.wait().await;
     Ok(())
@@ -112,7 +119,7 @@ pub struct Server {
 impl Server {
     /// Loads the configuration and certificates, binds both ports and starts serving.
     /// Cancelling `shutdown` starts the shutdown; [`Server::wait`] carries it out.
-    pub async fn start(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<Self> {
+    pub async fn start(args: ServeOptions, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let config = match &args.config {
             Some(path) => Config::load(path)?,
             None => Config::default(),
@@ -124,36 +131,44 @@ impl Server {
         let stop_background = CancellationToken::new();
 
         // Certificates first: refuse to start with a certificate that cannot be served.
-        if args.self_managed.self_managed_certs {
-            let namespace =
-                certs::self_managed::resolve_namespace(args.self_managed.namespace.as_deref())?;
-            let client = kube::Client::try_default()
-                .await
-                .context("cannot build a Kubernetes client for self-managed certificates")?;
-            info!(
-                namespace = %namespace,
-                secret = %args.self_managed.secret,
-                webhook_config = %args.self_managed.webhook_config,
-                "self-managed certificates"
-            );
-            let task = certs::self_managed::run(
-                client,
-                args.self_managed.clone(),
-                namespace,
-                certs.clone(),
-            );
-            let stop = stop_background.clone();
-            background.spawn(async move {
-                tokio::select! {
-                    () = task => {}
-                    () = stop.cancelled() => {}
-                }
-            });
-        } else {
-            let (cert, key) = match (&args.tls_cert, &args.tls_key) {
-                (Some(c), Some(k)) => (c.clone(), k.clone()),
-                _ => dev_certificate(&args.dev_cert_dir, args.addr)?,
-            };
+        let files = match &args.certificates {
+            Certificates::SelfManaged(options) => {
+                let namespace =
+                    certs::self_managed::resolve_namespace(options.namespace.as_deref())?;
+                let client = kube::Client::try_default()
+                    .await
+                    .context("cannot build a Kubernetes client for self-managed certificates")?;
+                info!(
+                    namespace = %namespace,
+                    secret = %options.secret,
+                    webhook_config = %options.webhook_config,
+                    "self-managed certificates"
+                );
+                let task =
+                    certs::self_managed::run(client, options.clone(), namespace, certs.clone());
+                let stop = stop_background.clone();
+                background.spawn(async move {
+                    tokio::select! {
+                        () = task => {}
+                        () = stop.cancelled() => {}
+                    }
+                });
+                None
+            }
+            Certificates::Files {
+                cert,
+                key,
+                reload_interval,
+            } => Some((cert.clone(), key.clone(), *reload_interval)),
+            Certificates::Development {
+                dir,
+                reload_interval,
+            } => {
+                let (cert, key) = dev_certificate(dir, args.addr)?;
+                Some((cert, key, *reload_interval))
+            }
+        };
+        if let Some((cert, key, reload_interval)) = files {
             let serving = ServingCert::from_files(&cert, &key)?;
             info!(
                 cert = %cert.display(),
@@ -165,7 +180,7 @@ impl Server {
                 cert,
                 key,
                 certs.clone(),
-                args.cert_reload_interval,
+                reload_interval,
                 stop_background.clone(),
             ));
         }

@@ -34,7 +34,7 @@ pub struct AdmissionState {
 }
 
 /// What the health handlers need.
-pub struct HealthState {
+pub(crate) struct HealthState {
     pub readiness: Arc<Readiness>,
     pub certs: Arc<CertStore>,
     pub metrics: Arc<Metrics>,
@@ -53,7 +53,7 @@ pub fn admission_router(state: Arc<AdmissionState>) -> Router {
 }
 
 /// `/healthz`, `/readyz`, `/metrics`.
-pub fn health_router(state: Arc<HealthState>) -> Router {
+pub(crate) fn health_router(state: Arc<HealthState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

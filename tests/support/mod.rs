@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use clap::Parser;
 use http_body_util::{BodyExt, Full};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -18,8 +17,15 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracepatch::certs::issue::{self, ServingSpec};
-use tracepatch::cli::{Cli, Command};
 use tracepatch::server::Server;
+
+/// The binary's command line (not part of the library), so that these tests start the
+/// server from the same flags a user gives.
+#[path = "../../src/cli.rs"]
+pub mod cli;
+
+use clap::Parser;
+use cli::{Cli, Command};
 
 /// A CA and a serving certificate for `localhost`/`127.0.0.1`, written to `dir`.
 pub struct TestCerts {
@@ -79,7 +85,9 @@ pub async fn start(extra: &[&str]) -> Running {
         unreachable!()
     };
     let shutdown = CancellationToken::new();
-    let server = Server::start(*args, shutdown.clone()).await.unwrap();
+    let server = Server::start(args.options(), shutdown.clone())
+        .await
+        .unwrap();
     let (addr, health_addr) = (server.addr, server.health_addr);
     let done = tokio::spawn(server.wait());
     Running {

@@ -75,7 +75,6 @@ use rustls::pki_types::CertificateDer;
 
 use super::issue::{DEFAULT_SERVING_VALIDITY, IssueError, ServingSpec};
 use super::{CertStore, fmt_time};
-use crate::cli::SelfManagedArgs;
 
 mod backoff;
 mod ca_bundle;
@@ -85,8 +84,7 @@ use backoff::Backoff;
 use secret::Material;
 
 /// Where a pod finds its own namespace.
-pub const SERVICE_ACCOUNT_NAMESPACE: &str =
-    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 /// The `fieldManager` of our writes, shown in `managedFields`.
 const FIELD_MANAGER: &str = "tracepatch";
@@ -100,6 +98,26 @@ const CA_CRT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
 /// Reads and writes before a write that keeps losing races is reported as an error.
 const MAX_WRITE_ATTEMPTS: usize = 4;
+/// What the self-managed certificates are about (`serve --self-managed-certs` and the
+/// flags beside it, without the command line).
+#[derive(Clone, Debug)]
+pub struct SelfManagedOptions {
+    /// Secret holding the CA and serving certificate.
+    pub secret: String,
+    /// MutatingWebhookConfiguration whose webhooks get the caBundle.
+    pub webhook_config: String,
+    /// Service in front of the webhook (the certificate's DNS names).
+    pub service: String,
+    /// Namespace of the Secret and Service; the pod's own namespace when `None`.
+    pub namespace: Option<String>,
+    /// Cluster DNS domain.
+    pub cluster_domain: String,
+    /// Renew the certificate when it expires within this window.
+    pub renew_before: Duration,
+    /// How often the Secret and caBundle are checked.
+    pub check_interval: Duration,
+}
+
 /// Keeps the Secret, the caBundle and the served certificate in step; one per process.
 pub struct Reconciler {
     secrets: Api<Secret>,
@@ -182,7 +200,7 @@ pub enum SelfManagedError {
 /// then every `check_interval`, retrying failures with backoff. Never returns.
 pub async fn run(
     client: kube::Client,
-    args: SelfManagedArgs,
+    args: SelfManagedOptions,
     namespace: String,
     store: Arc<CertStore>,
 ) {
@@ -215,7 +233,7 @@ pub async fn run(
 
 /// The namespace of the Secret and Service: `flag`, else the pod's own namespace from
 /// the service account mount.
-pub fn resolve_namespace(flag: Option<&str>) -> Result<String, SelfManagedError> {
+pub(crate) fn resolve_namespace(flag: Option<&str>) -> Result<String, SelfManagedError> {
     resolve_namespace_from(flag, Path::new(SERVICE_ACCOUNT_NAMESPACE))
 }
 
@@ -245,7 +263,7 @@ impl Reconciler {
     /// it is issued); a new CA lasts ten times as long.
     pub fn new(
         client: kube::Client,
-        args: &SelfManagedArgs,
+        args: &SelfManagedOptions,
         namespace: &str,
         store: Arc<CertStore>,
     ) -> Self {
