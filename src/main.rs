@@ -149,3 +149,40 @@ fn run_audit(args: &cli::AuditArgs) -> ExitCode {
         }
     }
 }
+
+/// `tracepatch audit` has its own exit status, for CI gates: 0 when nothing is found, 1
+/// when findings remain, 2 on an error.
+fn run_audit(args: &tracepatch::cli::AuditArgs) -> ExitCode {
+    use tracepatch::cli::AuditOutput;
+    use tracepatch::{AuditFormat, AuditOptions, AuditScope};
+    let run = || -> anyhow::Result<u8> {
+        let engine = Engine::new(load_config(args.config.as_deref())?);
+        let scope = match (&args.namespace, args.all_namespaces) {
+            (_, true) => AuditScope::All,
+            (Some(ns), false) => AuditScope::Namespace(ns.clone()),
+            (None, false) => AuditScope::Context,
+        };
+        let format = match args.output {
+            AuditOutput::Table => AuditFormat::Table,
+            AuditOutput::Json => AuditFormat::Json,
+            AuditOutput::Yaml => AuditFormat::Yaml,
+        };
+        let options = AuditOptions {
+            scope,
+            selector: args.selector.clone(),
+            exclude_namespaces: args.exclude_namespace.clone(),
+            format,
+            fix: args.fix,
+            dry_run: args.dry_run,
+            chunk_size: args.chunk_size,
+        };
+        Ok(tracepatch::run_audit(engine, options)?.exit_code())
+    };
+    match run() {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

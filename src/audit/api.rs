@@ -167,9 +167,25 @@ impl From<kube::Error> for ApiError {
                     message,
                 }
             }
-            other => ApiError::other(other.to_string()),
+            other => ApiError::other(chain(&other)),
         }
     }
+}
+
+/// An error and its sources, `a: b: c`, each said once (kube's errors repeat their
+/// source in their own message).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = e.source();
+    }
+    out
 }
 
 // === impl KubeCluster ===

@@ -40,6 +40,9 @@ pub enum FindingType {
     MissedAdmission,
     /// A Service whose trace port Istio would take for HTTP (rule 3 would change it).
     TracePortHttp,
+    /// A Service whose trace port is TCP to Istio by its name (`tcp-…`) but that rule 3
+    /// would still give `appProtocol: tcp`.
+    TracePortImplicit,
     /// A CronJob without the `app` label on its pod template (rule 4 would change it).
     CronjobAppMissing,
     /// A Job or pod of such a CronJob: a run traced as a service of its own.
@@ -357,10 +360,29 @@ impl Detector {
             return None;
         }
         let ports = touched_ports(svc, &out.patch);
-        let reason = format!(
-            "trace port {} not declared TCP: Istio may take the trace uploads for HTTP and trace them",
-            ports.join(", ")
-        );
+        let untyped: Vec<&str> = ports
+            .iter()
+            .filter(|(_, tcp_named)| !tcp_named)
+            .map(|(p, _)| p.as_str())
+            .collect();
+        let (finding, reason) = if untyped.is_empty() {
+            let named: Vec<&str> = ports.iter().map(|(p, _)| p.as_str()).collect();
+            (
+                FindingType::TracePortImplicit,
+                format!(
+                    "trace port {} is TCP to Istio by its name only; appProtocol: tcp would say so",
+                    named.join(", ")
+                ),
+            )
+        } else {
+            (
+                FindingType::TracePortHttp,
+                format!(
+                    "trace port {} not declared TCP: Istio may take the trace uploads for HTTP and trace them",
+                    untyped.join(", ")
+                ),
+            )
+        };
         let fix = Fix::patch(
             meta(svc, "namespace"),
             "service",
@@ -371,7 +393,7 @@ impl Detector {
             SERVICE,
             svc,
             RuleId::TracePort,
-            FindingType::TracePortHttp,
+            finding,
             reason,
             out.patch,
             fix,
@@ -589,8 +611,9 @@ fn names(list: &[String]) -> String {
     }
 }
 
-/// The Service ports a patch touches, as `NAME/NUMBER`.
-fn touched_ports(svc: &Value, patch: &[PatchOperation]) -> Vec<String> {
+/// The Service ports a patch touches, as `NAME/NUMBER`, and whether the name already
+/// declares TCP to Istio (`tcp`, `tcp-…`).
+fn touched_ports(svc: &Value, patch: &[PatchOperation]) -> Vec<(String, bool)> {
     let mut seen: Vec<usize> = Vec::new();
     for op in patch {
         let mut tokens = op.path().tokens();
@@ -617,12 +640,14 @@ fn touched_ports(svc: &Value, patch: &[PatchOperation]) -> Vec<String> {
                 .and_then(Value::as_str)
                 .filter(|n| !n.is_empty());
             let number = port.and_then(|p| p.get("port")).and_then(Value::as_u64);
-            match (name, number) {
+            let label = match (name, number) {
                 (Some(n), Some(p)) => format!("{n}/{p}"),
                 (Some(n), None) => n.to_owned(),
                 (None, Some(p)) => p.to_string(),
                 (None, None) => format!("#{i}"),
-            }
+            };
+            let tcp_named = name.is_some_and(|n| n == "tcp" || n.starts_with("tcp-"));
+            (label, tcp_named)
         })
         .collect()
 }
@@ -789,6 +814,16 @@ mod tests {
         let mut ok = svc.clone();
         json_patch::patch(&mut ok, &f.patch).unwrap();
         assert!(detector().service(&ok, &mut Vec::new()).is_none());
+        let mut named = svc.clone();
+        named["spec"]["ports"][1]["name"] = json!("tcp-traceport");
+        let f = detector().service(&named, &mut Vec::new()).unwrap();
+        assert_eq!(f.finding, FindingType::TracePortImplicit);
+        assert!(
+            f.reason
+                .starts_with("trace port tcp-traceport/8126 is TCP to Istio by its name only"),
+            "{}",
+            f.reason
+        );
     }
 
     #[test]

@@ -66,11 +66,11 @@ pub struct Options {
 /// Why the audit could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot start the async runtime: {0}")]
+    #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
-    #[error("cannot configure the Kubernetes client (kubeconfig or in-cluster): {0}")]
+    #[error("cannot configure the Kubernetes client (kubeconfig or in-cluster)")]
     Client(#[source] kube::Error),
-    #[error("cannot {action} {what}: {source}")]
+    #[error("cannot {action} {what}")]
     Api {
         action: &'static str,
         what: String,
@@ -79,7 +79,7 @@ pub enum Error {
     },
     #[error(transparent)]
     Render(#[from] RenderError),
-    #[error("cannot write the report: {0}")]
+    #[error("cannot write the report")]
     Output(#[source] std::io::Error),
 }
 

@@ -29,7 +29,7 @@ impl Verdict {
 /// Why the report could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("cannot render the report as JSON: {0}")]
+    #[error("cannot render the report as JSON")]
     Json(#[from] serde_json::Error),
     #[error("cannot render the report as YAML: {0}")]
     Yaml(String),
