@@ -2,11 +2,10 @@
 //!
 //! The admission path ([`Engine::admit`]) mirrors the shipped webhook configuration:
 //! Pods on CREATE, Services and CronJobs on CREATE and UPDATE. That table is written
-//! once, [`Kind::admitted_by`]; the decoder reads it too (whether the object is
-//! needed). The offline path
-//! ([`Engine::preview`]) also applies the pod rules to the pod templates of workloads,
-//! which is what a user wants to see before installing: the pods those templates make
-//! are what the webhook will mutate.
+//! once, `Kind::admitted_by`; the decoder reads it too (whether the object is needed).
+//! The offline path ([`Engine::preview`]) also applies the pod rules to the pod
+//! templates of workloads, which is what a user wants to see before installing: the
+//! pods those templates make are what the webhook will mutate.
 
 use jsonptr::{Pointer, PointerBuf};
 use kube::core::admission::Operation;
