@@ -37,6 +37,24 @@ pub enum Command {
     /// Check or print the rules configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print rules 2-4 as MutatingAdmissionPolicies and their bindings (YAML), for the
+    /// apiserver to apply itself, before any webhook.
+    Policies(PoliciesArgs),
+}
+
+/// Flags of `tracepatch policies`.
+#[derive(Debug, Args)]
+pub struct PoliciesArgs {
+    /// Rules configuration file (default: the built-in Datadog profile).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// admissionregistration.k8s.io version: v1 (Kubernetes 1.36+) or v1beta1 (1.34-1.35
+    /// with the MutatingAdmissionPolicy feature enabled).
+    #[arg(long, default_value = "v1", value_parser = ["v1", "v1beta1"])]
+    pub api_version: String,
+    /// Namespace tracepatch runs in (excluded, with kube-system, as by the webhook).
+    #[arg(long, default_value = "tracepatch")]
+    pub namespace: String,
 }
 
 /// Flags of `tracepatch serve`.

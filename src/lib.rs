@@ -17,6 +17,7 @@ pub mod config;
 pub mod engine;
 pub mod mutate;
 pub mod names;
+pub mod policies;
 pub mod server;
 
 mod rules;

@@ -34,6 +34,10 @@ fn main() -> ExitCode {
             tracepatch::certs::run_generate(&args.options()).map_err(Into::into)
         }
         Command::Config(cmd) => run_config(cmd),
+        Command::Policies(args) => {
+            tracepatch::policies::run(args.config.as_deref(), &args.api_version, &args.namespace)
+                .map_err(Into::into)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

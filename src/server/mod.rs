@@ -103,7 +103,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The health port's actual address.
     pub health_addr: SocketAddr,
-    readiness: Arc<Readiness>,
+    pub readiness: Arc<Readiness>,
+    pub certs: Arc<CertStore>,
     shutdown: CancellationToken,
     /// Stops the accept loop, which then tells every connection to finish.
     stop_accepting: CancellationToken,
@@ -238,6 +239,7 @@ impl Server {
             addr,
             health_addr,
             readiness,
+            certs,
             shutdown,
             stop_accepting,
             stop_background,
