@@ -37,6 +37,9 @@ pub enum Command {
     /// Check or print the rules configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print the MutatingWebhookConfiguration for a rules configuration, with the
+    /// matchConditions that keep objects no rule could change from being sent.
+    WebhookConfig(WebhookConfigArgs),
     /// Print rules 2-4 as MutatingAdmissionPolicies and their bindings (YAML), for the
     /// apiserver to apply itself, before any webhook.
     Policies(PoliciesArgs),
@@ -55,6 +58,36 @@ pub struct PoliciesArgs {
     /// Namespace tracepatch runs in (excluded, with kube-system, as by the webhook).
     #[arg(long, default_value = "tracepatch")]
     pub namespace: String,
+}
+
+/// Flags of `tracepatch webhook-config`.
+#[derive(Debug, Args)]
+pub struct WebhookConfigArgs {
+    /// Rules configuration file (default: the built-in Datadog profile).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Name of the MutatingWebhookConfiguration; keep it sorting before `istio-`.
+    #[arg(long, default_value = "00-tracepatch")]
+    pub name: String,
+    /// Namespace tracepatch runs in (excluded from its own webhooks).
+    #[arg(long, default_value = "tracepatch")]
+    pub namespace: String,
+    /// Service in front of tracepatch.
+    #[arg(long, default_value = "tracepatch")]
+    pub service: String,
+    /// Reach the webhook at this base URL instead of the Service (`/mutate` is appended).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// PEM file whose contents become the caBundle (default: none, written at run time
+    /// by self-managed certificates).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Leave out matchConditions (Kubernetes older than 1.28).
+    #[arg(long)]
+    pub no_match_conditions: bool,
+    /// Print only the matchConditions of each webhook (the Helm chart's file).
+    #[arg(long, conflicts_with_all = ["url", "ca_file", "no_match_conditions"])]
+    pub conditions_only: bool,
 }
 
 /// Flags of `tracepatch serve`.

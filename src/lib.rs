@@ -22,6 +22,7 @@ pub mod server;
 
 mod rules;
 mod text;
+pub mod webhook_config;
 
 mod audit;
 pub use audit::{

@@ -12,10 +12,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{CertsCommand, Cli, Command, ConfigCommand, MutateArgs, OutputFormat, ServeArgs};
+use cli::{
+    CertsCommand, Cli, Command, ConfigCommand, MutateArgs, OutputFormat, ServeArgs,
+    WebhookConfigArgs,
+};
 use tracepatch::config::Config;
 use tracepatch::engine::Engine;
 use tracepatch::mutate;
+use tracepatch::webhook_config;
 
 /// mimalloc: under load the admission path's many small, short-lived allocations make
 /// the server about 15% faster than with glibc's allocator (BENCHMARKS.md). Built with
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
             tracepatch::certs::run_generate(&args.options()).map_err(Into::into)
         }
         Command::Config(cmd) => run_config(cmd),
+        Command::WebhookConfig(args) => run_webhook_config(args),
         Command::Policies(args) => {
             tracepatch::policies::run(args.config.as_deref(), &args.api_version, &args.namespace)
                 .map_err(Into::into)
@@ -104,6 +109,35 @@ fn run_mutate(args: &MutateArgs) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(e).context("cannot write standard output"),
     }
+}
+
+fn run_webhook_config(args: WebhookConfigArgs) -> anyhow::Result<()> {
+    let config = load_config(args.config.as_deref())?;
+    if args.conditions_only {
+        print!("{}", webhook_config::render_conditions_file(&config));
+        return Ok(());
+    }
+    let ca_bundle = match &args.ca_file {
+        Some(path) => {
+            let pem =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Some(base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                pem,
+            ))
+        }
+        None => None,
+    };
+    let opts = webhook_config::Options {
+        name: args.name,
+        namespace: args.namespace,
+        service: args.service,
+        url: args.url,
+        ca_bundle,
+        match_conditions: !args.no_match_conditions,
+    };
+    print!("{}", webhook_config::render(&config, &opts));
+    Ok(())
 }
 
 fn run_config(cmd: ConfigCommand) -> anyhow::Result<()> {
