@@ -110,7 +110,7 @@ impl Engine {
         Self { config }
     }
 
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
 

@@ -111,7 +111,7 @@ impl fmt::Display for RuleId {
 // === impl RuleSet ===
 
 impl RuleSet {
-    pub fn insert(&mut self, rule: RuleId) {
+    pub(crate) fn insert(&mut self, rule: RuleId) {
         self.0 |= rule.bit();
     }
 
@@ -145,7 +145,7 @@ impl fmt::Display for RuleSet {
 
 impl Outcome {
     /// A context for `rule` acting on the object at `base` in the document.
-    pub fn ctx<'o>(&'o mut self, rule: RuleId, base: &'o Pointer) -> Ctx<'o> {
+    pub(crate) fn ctx<'o>(&'o mut self, rule: RuleId, base: &'o Pointer) -> Ctx<'o> {
         let start = self.patch.len();
         Ctx {
             out: self,
@@ -156,7 +156,7 @@ impl Outcome {
     }
 
     /// Appends another outcome computed on the document after this one's patch.
-    pub fn extend(&mut self, other: Outcome) {
+    pub(crate) fn extend(&mut self, other: Outcome) {
         self.patch.extend(other.patch);
         self.warnings.extend(other.warnings);
         self.applied.0 |= other.applied.0;
