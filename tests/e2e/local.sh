@@ -134,13 +134,14 @@ PY
   URL="https://127.0.0.1:$port"
 }
 
-start_tracepatch default
+start_tracepatch default --log-format json
 DEFAULT_URL="$URL"
 start_tracepatch tracer-env --config "$HERE/../../config/datadog-istio-tracer.yaml"
 TRACER_ENV_URL="$URL"
 
 # run.sh's exit status is this script's (the EXIT trap stops tracepatch either way).
 E2E_TRACEPATCH_BIN="$BIN" E2E_WEBHOOK_URL="$DEFAULT_URL" E2E_CA_FILE="$PKI/ca.crt" \
+  E2E_WEBHOOK_LOG="$LOG_DIR/default.log" \
   E2E_TRACER_ENV_WEBHOOK_URL="$TRACER_ENV_URL" \
   E2E_ISTIO_TLS_CERT="$PKI/webhook.crt" E2E_ISTIO_TLS_KEY="$PKI/webhook.key" E2E_ISTIO_CA_FILE="$PKI/ca.crt" \
   "$HERE/run.sh"
