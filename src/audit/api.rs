@@ -203,6 +203,33 @@ impl KubeCluster {
     pub fn default_namespace(&self) -> &str {
         self.client.default_namespace()
     }
+
+    /// Sends a request and parses the answer from its bytes (kube's `request` copies
+    /// the body into a `String` first: a page of a list would be held twice).
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<T, ApiError> {
+        let response = self
+            .client
+            .send(request.map(kube::client::Body::from))
+            .await?;
+        let status = response.status();
+        let body = response.into_body().collect_bytes().await?;
+        if status.is_client_error() || status.is_server_error() {
+            let mut answer =
+                serde_json::from_slice::<kube::core::Status>(&body).unwrap_or_else(|_| {
+                    let text = String::from_utf8_lossy(&body);
+                    kube::core::Status::failure(text.trim(), "").with_code(status.as_u16())
+                });
+            if answer.code == 0 {
+                answer.code = status.as_u16();
+            }
+            return Err(kube::Error::Api(answer.boxed()).into());
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::other(format!("cannot read the answer: {e}")))
+    }
 }
 
 /// The parts of a list the audit reads.
@@ -211,7 +238,65 @@ struct RawList {
     #[serde(default)]
     metadata: RawListMeta,
     #[serde(default)]
-    items: Vec<Value>,
+    items: Vec<Item>,
+}
+
+/// A list item without `metadata.managedFields`: no rule reads them, and as a
+/// `serde_json::Value` a pod's managed fields (a deep tree of small maps) take several
+/// times the heap of the rest of the pod; dropped while parsing, they never take any.
+struct Item(Value);
+
+/// An object's metadata without `managedFields`.
+struct Metadata(Value);
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(Members {
+            skip: "managedFields",
+            metadata: true,
+        })
+        .map(Item)
+    }
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(Members {
+            skip: "managedFields",
+            metadata: false,
+        })
+        .map(Metadata)
+    }
+}
+
+/// A map's members as a `Value`, without the member `skip` of its `metadata` (when
+/// `metadata`), or without `skip` itself (inside the metadata).
+struct Members {
+    skip: &'static str,
+    metadata: bool,
+}
+
+impl<'de> serde::de::Visitor<'de> for Members {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a Kubernetes object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if self.metadata && key == "metadata" {
+                let Metadata(meta) = map.next_value()?;
+                out.insert(key, meta);
+            } else if !self.metadata && key == self.skip {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            } else {
+                out.insert(key, map.next_value()?);
+            }
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 #[derive(Default, Deserialize)]
@@ -241,9 +326,9 @@ impl Cluster for KubeCluster {
         let request = Request::new(res.path(namespace))
             .list(&lp)
             .map_err(request_error)?;
-        let list: RawList = self.client.request(request).await?;
+        let list: RawList = self.send(request).await?;
         Ok(Page {
-            items: list.items,
+            items: list.items.into_iter().map(|Item(v)| v).collect(),
             continue_token: list.metadata.continue_token.filter(|t| !t.is_empty()),
         })
     }
@@ -257,10 +342,10 @@ impl Cluster for KubeCluster {
         let request = Request::new(res.path(namespace))
             .get(name, &GetParams::default())
             .map_err(request_error)?;
-        match self.client.request::<Value>(request).await {
+        match self.send::<Value>(request).await {
             Ok(v) => Ok(Some(v)),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(e) if e.code == Some(404) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -282,7 +367,7 @@ impl Cluster for KubeCluster {
         let request = Request::new(res.path(Some(namespace)))
             .patch(name, &pp, &Patch::<()>::Json(patch.clone()))
             .map_err(request_error)?;
-        self.client.request::<Value>(request).await?;
+        self.send::<serde::de::IgnoredAny>(request).await?;
         Ok(())
     }
 }
@@ -301,6 +386,25 @@ mod tests {
         );
         assert_eq!(Res::ReplicaSet.path(None), "/apis/apps/v1/replicasets");
         assert_eq!(Res::Namespace.path(Some("x")), "/api/v1/namespaces");
+    }
+
+    #[test]
+    fn list_items_lose_their_managed_fields_only() {
+        let text = r#"{"kind": "PodList", "metadata": {"continue": "abc", "resourceVersion": "9"},
+            "items": [{"metadata": {"name": "a", "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+                                    "labels": {"managedFields": "kept"}},
+                       "spec": {"managedFields": 1}}]}"#;
+        let list: RawList = serde_json::from_str(text).unwrap();
+        assert_eq!(list.metadata.continue_token.as_deref(), Some("abc"));
+        let items: Vec<Value> = list.items.into_iter().map(|Item(v)| v).collect();
+        assert_eq!(
+            items,
+            [
+                serde_json::json!({"metadata": {"name": "a", "labels": {"managedFields": "kept"}},
+                                "spec": {"managedFields": 1}})
+            ]
+        );
+        assert!(serde_json::from_str::<RawList>(r#"{"items": [1]}"#).is_err());
     }
 
     #[test]

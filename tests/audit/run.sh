@@ -205,11 +205,12 @@ create "$NS" >/dev/null <<EOF
 EOF
 
 # The agent's Service: trace port without appProtocol; the same opted out by label.
+# Headless: the local apiserver's Service IP range is a /24 that every suite shares.
 service() { # service NAME [EXTRA_LABELS_JSON]
   cat <<EOF
 {"apiVersion": "v1", "kind": "Service",
  "metadata": {"name": "$1", "labels": {"$RUN_LABEL": "$ID"${2:-}}},
- "spec": {"selector": {"app": "datadog-agent"},
+ "spec": {"clusterIP": "None", "selector": {"app": "datadog-agent"},
   "ports": [{"name": "traceport", "port": 8126, "targetPort": 8126, "protocol": "TCP"},
             {"name": "dogstatsdport", "port": 8125, "targetPort": 8125, "protocol": "UDP"}]}}
 EOF
