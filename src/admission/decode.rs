@@ -1,6 +1,6 @@
 //! Decoding an AdmissionReview body: parsed once into a simd-json tape (strings
 //! borrowed from the body), the envelope checked, the object handed to the rules through
-//! the [`Json`] view. Anything that is not a review we can answer is a [`ReviewError`].
+//! the `Json` view. Anything that is not a review we can answer is a [`ReviewError`].
 
 use std::cell::RefCell;
 

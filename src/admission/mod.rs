@@ -2,9 +2,10 @@
 //! a response.
 //!
 //! The body is parsed once into a simd-json tape (strings borrowed from the body) and
-//! the rules read the object through the [`Json`](crate::rules::json::Json) view: no typed round trip (which
-//! would drop fields from a newer Kubernetes) and no `serde_json::Value` tree, which on
-//! a meshed pod costs several times everything else a request costs (BENCHMARKS.md).
+//! the rules read the object through their raw `Json` view: no typed round trip
+//! (which would drop fields from a newer Kubernetes) and no `serde_json::Value` tree,
+//! which on a meshed pod costs several times everything else a request costs
+//! (BENCHMARKS.md).
 //! kube's `AdmissionRequest<T>` needs a typed `T: Resource`, and its
 //! `AdmissionResponse` writes the patch as an array of numbers, so the envelopes are
 //! read and written here; the wire format is `admission.k8s.io/v1`, the patch

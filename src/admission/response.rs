@@ -2,6 +2,7 @@
 //! the API documents, warnings bounded in number and length, the rules that changed the
 //! object in `auditAnnotations`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
@@ -98,7 +99,14 @@ fn warnings(out: &Outcome) -> Vec<String> {
         } else {
             MAX_WARNINGS
         })
-        .map(|w| one_line(&w, MAX_WARNING_CHARS - 1).into_owned())
+        .map(|w| {
+            // Most lines need no change: keep the String the rule made.
+            let changed = match one_line(&w, MAX_WARNING_CHARS - 1) {
+                Cow::Owned(line) => Some(line),
+                Cow::Borrowed(_) => None,
+            };
+            changed.unwrap_or(w)
+        })
         .collect();
     if total > MAX_WARNINGS {
         lines.push(format!(

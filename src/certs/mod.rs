@@ -1,10 +1,10 @@
 //! Where the served certificate comes from, and the certificate itself.
 //!
-//! - [`serving`]: the certificate the admission port serves ([`ServingCert`]) and the
+//! - `serving`: the certificate the admission port serves ([`ServingCert`]) and the
 //!   store the TLS listener resolves it from ([`CertStore`]), swapped atomically.
-//! - [`reload`]: certificate files (`--tls-cert`/`--tls-key`), polled and reloaded when
+//! - `reload`: certificate files (`--tls-cert`/`--tls-key`), polled and reloaded when
 //!   they change.
-//! - [`local`]: the four PEM files on disk: `tracepatch certs generate` and the
+//! - `local`: the four PEM files on disk: `tracepatch certs generate` and the
 //!   development certificate `serve` makes for itself.
 //! - [`self_managed`]: the certificate kept in a Secret and the CA kept in the
 //!   MutatingWebhookConfiguration's caBundle, by every replica, safely.

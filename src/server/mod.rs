@@ -103,8 +103,7 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The health port's actual address.
     pub health_addr: SocketAddr,
-    pub readiness: Arc<Readiness>,
-    pub certs: Arc<CertStore>,
+    readiness: Arc<Readiness>,
     shutdown: CancellationToken,
     /// Stops the accept loop, which then tells every connection to finish.
     stop_accepting: CancellationToken,
@@ -239,7 +238,6 @@ impl Server {
             addr,
             health_addr,
             readiness,
-            certs,
             shutdown,
             stop_accepting,
             stop_background,
