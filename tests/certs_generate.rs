@@ -148,6 +148,22 @@ fn openssl_verifies_the_generated_chain_with_the_service_names() {
     assert!(ca.contains("CA:TRUE"), "{ca}");
     assert!(ca.contains("Certificate Sign"), "{ca}");
 
+    // ECDSA P-256, as SECURITY.md says, for the CA and the serving certificate.
+    for cert in ["ca.crt", "tls.crt"] {
+        let text = Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(out.join(cert))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(
+            text.contains("Public Key Algorithm: id-ecPublicKey")
+                && text.contains("ASN1 OID: prime256v1")
+                && text.contains("Signature Algorithm: ecdsa-with-SHA256"),
+            "{cert} is not ECDSA P-256 signed with ECDSA-SHA256:\n{text}"
+        );
+    }
+
     // The keys are what the certificates say they are.
     for (cert, key) in [("ca.crt", "ca.key"), ("tls.crt", "tls.key")] {
         let from_cert = Command::new("openssl")
