@@ -1,6 +1,6 @@
-//! Connection abuse (issue 6): a flood of idle TLS connections against the release
-//! binary's connection limit. Memory stays bounded by the limit and a new client is
-//! still served.
+//! Connection abuse (issue 6): a flood of idle TLS connections against the connection
+//! limit of the `tracepatch` binary (the test build). Memory stays bounded by the limit
+//! and a new client is still served.
 
 mod support;
 
