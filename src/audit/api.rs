@@ -8,7 +8,6 @@
 
 use kube::api::{GetParams, ListParams, Patch, PatchParams};
 use kube::core::Request;
-use serde::Deserialize;
 use serde_json::Value;
 
 /// The field manager named in the managed fields of what `--fix` patches.
@@ -26,14 +25,6 @@ pub enum Res {
     Deployment,
     DaemonSet,
     StatefulSet,
-}
-
-/// A page of a list.
-#[derive(Debug, Default)]
-pub struct Page {
-    pub items: Vec<Value>,
-    /// The token for the next page; `None` on the last.
-    pub continue_token: Option<String>,
 }
 
 /// One list request.
@@ -56,13 +47,14 @@ pub struct ApiError {
 
 /// What the audit needs from a cluster.
 pub trait Cluster {
-    /// One page of `res` in `namespace` (all namespaces when `None`).
+    /// One page of `res` in `namespace` (all namespaces when `None`): the list's JSON as
+    /// the apiserver sent it, for the caller to read in place (as a simd-json tape).
     async fn list(
         &self,
         res: Res,
         namespace: Option<&str>,
         query: ListQuery<'_>,
-    ) -> Result<Page, ApiError>;
+    ) -> Result<Vec<u8>, ApiError>;
 
     /// The object, or `None` if it does not exist.
     async fn get(
@@ -204,12 +196,19 @@ impl KubeCluster {
         self.client.default_namespace()
     }
 
-    /// Sends a request and parses the answer from its bytes (kube's `request` copies
-    /// the body into a `String` first: a page of a list would be held twice).
+    /// Sends a request and parses the answer (from its bytes: kube's `request` copies
+    /// the body into a `String` first).
     async fn send<T: serde::de::DeserializeOwned>(
         &self,
         request: http::Request<Vec<u8>>,
     ) -> Result<T, ApiError> {
+        let body = self.send_bytes(request).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::other(format!("cannot read the answer: {e}")))
+    }
+
+    /// Sends a request; the answer's body, or the API's error.
+    async fn send_bytes(&self, request: http::Request<Vec<u8>>) -> Result<Vec<u8>, ApiError> {
         let response = self
             .client
             .send(request.map(kube::client::Body::from))
@@ -227,82 +226,8 @@ impl KubeCluster {
             }
             return Err(kube::Error::Api(answer.boxed()).into());
         }
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::other(format!("cannot read the answer: {e}")))
+        Ok(Vec::from(body))
     }
-}
-
-/// The parts of a list the audit reads.
-#[derive(Deserialize)]
-struct RawList {
-    #[serde(default)]
-    metadata: RawListMeta,
-    #[serde(default)]
-    items: Vec<Item>,
-}
-
-/// A list item without `metadata.managedFields`: no rule reads them, and as a
-/// `serde_json::Value` a pod's managed fields (a deep tree of small maps) take several
-/// times the heap of the rest of the pod; dropped while parsing, they never take any.
-struct Item(Value);
-
-/// An object's metadata without `managedFields`.
-struct Metadata(Value);
-
-impl<'de> Deserialize<'de> for Item {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(Members {
-            skip: "managedFields",
-            metadata: true,
-        })
-        .map(Item)
-    }
-}
-
-impl<'de> Deserialize<'de> for Metadata {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(Members {
-            skip: "managedFields",
-            metadata: false,
-        })
-        .map(Metadata)
-    }
-}
-
-/// A map's members as a `Value`, without the member `skip` of its `metadata` (when
-/// `metadata`), or without `skip` itself (inside the metadata).
-struct Members {
-    skip: &'static str,
-    metadata: bool,
-}
-
-impl<'de> serde::de::Visitor<'de> for Members {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a Kubernetes object")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = serde_json::Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if self.metadata && key == "metadata" {
-                let Metadata(meta) = map.next_value()?;
-                out.insert(key, meta);
-            } else if !self.metadata && key == self.skip {
-                map.next_value::<serde::de::IgnoredAny>()?;
-            } else {
-                out.insert(key, map.next_value()?);
-            }
-        }
-        Ok(Value::Object(out))
-    }
-}
-
-#[derive(Default, Deserialize)]
-struct RawListMeta {
-    #[serde(default, rename = "continue")]
-    continue_token: Option<String>,
 }
 
 fn request_error(e: kube::core::request::Error) -> ApiError {
@@ -315,7 +240,7 @@ impl Cluster for KubeCluster {
         res: Res,
         namespace: Option<&str>,
         query: ListQuery<'_>,
-    ) -> Result<Page, ApiError> {
+    ) -> Result<Vec<u8>, ApiError> {
         let mut lp = ListParams::default().limit(query.limit);
         if let Some(selector) = query.selector {
             lp = lp.labels(selector);
@@ -326,11 +251,7 @@ impl Cluster for KubeCluster {
         let request = Request::new(res.path(namespace))
             .list(&lp)
             .map_err(request_error)?;
-        let list: RawList = self.send(request).await?;
-        Ok(Page {
-            items: list.items.into_iter().map(|Item(v)| v).collect(),
-            continue_token: list.metadata.continue_token.filter(|t| !t.is_empty()),
-        })
+        self.send_bytes(request).await
     }
 
     async fn get(
@@ -386,25 +307,6 @@ mod tests {
         );
         assert_eq!(Res::ReplicaSet.path(None), "/apis/apps/v1/replicasets");
         assert_eq!(Res::Namespace.path(Some("x")), "/api/v1/namespaces");
-    }
-
-    #[test]
-    fn list_items_lose_their_managed_fields_only() {
-        let text = r#"{"kind": "PodList", "metadata": {"continue": "abc", "resourceVersion": "9"},
-            "items": [{"metadata": {"name": "a", "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
-                                    "labels": {"managedFields": "kept"}},
-                       "spec": {"managedFields": 1}}]}"#;
-        let list: RawList = serde_json::from_str(text).unwrap();
-        assert_eq!(list.metadata.continue_token.as_deref(), Some("abc"));
-        let items: Vec<Value> = list.items.into_iter().map(|Item(v)| v).collect();
-        assert_eq!(
-            items,
-            [
-                serde_json::json!({"metadata": {"name": "a", "labels": {"managedFields": "kept"}},
-                                "spec": {"managedFields": 1}})
-            ]
-        );
-        assert!(serde_json::from_str::<RawList>(r#"{"items": [1]}"#).is_err());
     }
 
     #[test]

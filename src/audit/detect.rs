@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::engine::{Engine, Kind};
 use crate::rules::agent_sidecar::{self, INJECT};
+use crate::rules::json::{Json, Tape};
 use crate::rules::{Outcome, RuleId, containers, meta_str};
 
 /// The sidecar Istio injects.
@@ -26,6 +27,40 @@ pub const ISTIO_PROXY: &str = "istio-proxy";
 
 /// At most this many variable names are listed in a reason.
 const MAX_NAMES: usize = 5;
+
+/// The rules' raw JSON view ([`Json`]) and the one thing more the audit reads: a boolean
+/// (`ownerReferences[].controller`). Pages of a list are read as simd-json tapes, as the
+/// webhook reads a request; what a get returns, as `serde_json::Value`.
+pub trait View<'a>: Json<'a> {
+    fn as_bool(self) -> Option<bool>;
+
+    /// The member at `path`.
+    fn at(self, path: &[&str]) -> Option<Self> {
+        path.iter().try_fold(self, |v, k| v.get(k))
+    }
+
+    /// The `i`th element of an array.
+    fn nth(self, i: usize) -> Option<Self> {
+        self.items().nth(i)
+    }
+
+    /// The string at `path`.
+    fn str_at(self, path: &[&str]) -> Option<&'a str> {
+        self.at(path).and_then(Self::as_str)
+    }
+}
+
+impl<'a> View<'a> for &'a Value {
+    fn as_bool(self) -> Option<bool> {
+        Value::as_bool(self)
+    }
+}
+
+impl<'a> View<'a> for Tape<'a> {
+    fn as_bool(self) -> Option<bool> {
+        simd_json::prelude::ValueAsScalar::as_bool(&self)
+    }
+}
 
 /// What is wrong, as a stable code (`-o json`'s `finding`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -195,9 +230,10 @@ fn shell_quote(s: &str) -> String {
 // === impl Finding ===
 
 impl Finding {
-    fn new(
+    #[allow(clippy::too_many_arguments)]
+    fn new<'a, J: View<'a>>(
         kind: &'static str,
-        obj: &Value,
+        obj: J,
         rule: RuleId,
         finding: FindingType,
         reason: String,
@@ -232,15 +268,12 @@ impl Finding {
 }
 
 /// `metadata.<field>` as a string, `""` when absent.
-pub fn meta<'a>(obj: &'a Value, field: &str) -> &'a str {
-    obj.get("metadata")
-        .and_then(|m| m.get(field))
-        .and_then(Value::as_str)
-        .unwrap_or("")
+pub fn meta<'a, J: View<'a>>(obj: J, field: &str) -> &'a str {
+    obj.str_at(&["metadata", field]).unwrap_or("")
 }
 
 /// `NS/Kind/NAME` for messages.
-pub fn describe(kind: &str, obj: &Value) -> String {
+pub fn describe<'a, J: View<'a>>(kind: &str, obj: J) -> String {
     format!("{}/{kind}/{}", meta(obj, "namespace"), meta(obj, "name"))
 }
 
@@ -269,13 +302,13 @@ impl Detector {
     }
 
     /// Whether a namespace (or any object) carries the opt-out label set to `"false"`.
-    pub fn opted_out(&self, obj: &Value) -> bool {
+    pub fn opted_out<'a, J: View<'a>>(&self, obj: J) -> bool {
         self.engine.opted_out(obj)
     }
 
     /// The findings on a pod that still runs. The fix of each is a restart of its owner,
     /// filled in by the owner walk.
-    pub fn pod(&self, pod: &Value, warnings: &mut Vec<String>) -> Vec<Finding> {
+    pub fn pod<'a, J: View<'a>>(&self, pod: J, warnings: &mut Vec<String>) -> Vec<Finding> {
         let mut found = Vec::new();
         if self.engine.opted_out(pod) || finished(pod) {
             return found;
@@ -353,7 +386,7 @@ impl Detector {
     }
 
     /// Rule 3 on a Service: its trace port declared TCP, or a finding.
-    pub fn service(&self, svc: &Value, warnings: &mut Vec<String>) -> Option<Finding> {
+    pub fn service<'a, J: View<'a>>(&self, svc: J, warnings: &mut Vec<String>) -> Option<Finding> {
         let who = describe(SERVICE, svc);
         let out = admit(&self.engine, Kind::Service, svc, &who, warnings);
         if out.patch.is_empty() {
@@ -401,7 +434,11 @@ impl Detector {
     }
 
     /// Rule 4 on a CronJob: the `app` label on its templates, or a finding.
-    pub fn cronjob(&self, cronjob: &Value, warnings: &mut Vec<String>) -> Option<Finding> {
+    pub fn cronjob<'a, J: View<'a>>(
+        &self,
+        cronjob: J,
+        warnings: &mut Vec<String>,
+    ) -> Option<Finding> {
         let who = describe(CRONJOB, cronjob);
         let out = admit(&self.engine, Kind::CronJob, cronjob, &who, warnings);
         if out.patch.is_empty() {
@@ -439,14 +476,18 @@ impl Detector {
 
     /// A Job (`kind` [`JOB`]) or pod ([`POD`]) of a CronJob that lacks the label: a run
     /// without it, if the object lacks it too.
-    pub fn cronjob_run(&self, kind: &'static str, obj: &Value, cronjob: &str) -> Option<Finding> {
+    pub fn cronjob_run<'a, J: View<'a>>(
+        &self,
+        kind: &'static str,
+        obj: J,
+        cronjob: &str,
+    ) -> Option<Finding> {
         let cfg = &self.config().cron_job_app;
         if !cfg.enabled || self.engine.opted_out(obj) {
             return None;
         }
         let labelled = if kind == JOB {
-            obj.pointer("/spec/template/metadata/labels")
-                .and_then(|l| l.get(cfg.label.as_str()))
+            obj.at(&["spec", "template", "metadata", "labels", cfg.label.as_str()])
                 .is_some()
         } else {
             meta_str(obj, "labels", cfg.label.as_str()).is_some()
@@ -477,10 +518,10 @@ impl Detector {
 }
 
 /// The engine's outcome as the webhook would get it, its warnings said.
-fn admit(
+fn admit<'a, J: View<'a>>(
     engine: &Engine,
     kind: Kind,
-    obj: &Value,
+    obj: J,
     who: &str,
     warnings: &mut Vec<String>,
 ) -> Outcome {
@@ -490,30 +531,26 @@ fn admit(
 }
 
 /// A pod that has stopped, or is going: nothing of it to restart.
-fn finished(pod: &Value) -> bool {
-    let phase = pod
-        .pointer("/status/phase")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+fn finished<'a, J: View<'a>>(pod: J) -> bool {
+    let phase = pod.str_at(&["status", "phase"]).unwrap_or("");
     matches!(phase, "Succeeded" | "Failed")
         || pod
-            .pointer("/metadata/deletionTimestamp")
+            .at(&["metadata", "deletionTimestamp"])
             .is_some_and(|t| !t.is_null())
 }
 
 /// Whether the pod runs an `istio-proxy`: a container, or a native sidecar (an init
 /// container with `restartPolicy: Always`).
-pub fn runs_istio_proxy(pod: &Value) -> bool {
+pub fn runs_istio_proxy<'a, J: View<'a>>(pod: J) -> bool {
     containers(pod).any(|(list, _, c)| {
-        c.get("name").and_then(Value::as_str) == Some(ISTIO_PROXY)
-            && (list == "containers"
-                || c.get("restartPolicy").and_then(Value::as_str) == Some("Always"))
+        c.str_at(&["name"]) == Some(ISTIO_PROXY)
+            && (list == "containers" || c.str_at(&["restartPolicy"]) == Some("Always"))
     })
 }
 
 /// The owner said `"true"` to injection on this pod: explicit intent, which rule 2
 /// leaves alone, and which a restart would not change.
-fn says_inject_true(pod: &Value) -> bool {
+fn says_inject_true<'a, J: View<'a>>(pod: J) -> bool {
     ["labels", "annotations"]
         .into_iter()
         .any(|map| meta_str(pod, map, INJECT).is_some_and(|v| v.eq_ignore_ascii_case("true")))
@@ -527,7 +564,10 @@ pub struct EnvChange {
 }
 
 /// The variables each container would get from the patch (`/spec/<list>/<i>/env/...`).
-pub fn env_changes(pod: &Value, patch: &[PatchOperation]) -> BTreeMap<String, EnvChange> {
+pub fn env_changes<'a, J: View<'a>>(
+    pod: J,
+    patch: &[PatchOperation],
+) -> BTreeMap<String, EnvChange> {
     let mut changes: BTreeMap<String, EnvChange> = BTreeMap::new();
     for op in patch {
         let tokens: Vec<String> = op
@@ -545,12 +585,10 @@ pub fn env_changes(pod: &Value, patch: &[PatchOperation]) -> BTreeMap<String, En
             continue;
         }
         let container = pod
-            .get("spec")
-            .and_then(|s| s.get(list))
-            .and_then(|l| l.get(i.parse::<usize>().unwrap_or(usize::MAX)));
+            .at(&["spec", list])
+            .and_then(|l| l.nth(i.parse::<usize>().unwrap_or(usize::MAX)));
         let cname = container
-            .and_then(|c| c.get("name"))
-            .and_then(Value::as_str)
+            .and_then(|c| c.str_at(&["name"]))
             .unwrap_or("?")
             .to_owned();
         match (rest, op) {
@@ -566,9 +604,8 @@ pub fn env_changes(pod: &Value, patch: &[PatchOperation]) -> BTreeMap<String, En
             ([j, value], _) if value == "value" => {
                 let name = container
                     .and_then(|c| c.get("env"))
-                    .and_then(|e| e.get(j.parse::<usize>().unwrap_or(usize::MAX)))
-                    .and_then(|e| e.get("name"))
-                    .and_then(Value::as_str)
+                    .and_then(|e| e.nth(j.parse::<usize>().unwrap_or(usize::MAX)))
+                    .and_then(|e| e.str_at(&["name"]))
                     .unwrap_or("?");
                 changes
                     .entry(cname)
@@ -613,7 +650,7 @@ fn names(list: &[String]) -> String {
 
 /// The Service ports a patch touches, as `NAME/NUMBER`, and whether the name already
 /// declares TCP to Istio (`tcp`, `tcp-…`).
-fn touched_ports(svc: &Value, patch: &[PatchOperation]) -> Vec<(String, bool)> {
+fn touched_ports<'a, J: View<'a>>(svc: J, patch: &[PatchOperation]) -> Vec<(String, bool)> {
     let mut seen: Vec<usize> = Vec::new();
     for op in patch {
         let mut tokens = op.path().tokens();
@@ -631,15 +668,11 @@ fn touched_ports(svc: &Value, patch: &[PatchOperation]) -> Vec<(String, bool)> {
     }
     seen.iter()
         .map(|&i| {
-            let port = svc
-                .get("spec")
-                .and_then(|s| s.get("ports"))
-                .and_then(|p| p.get(i));
+            let port = svc.at(&["spec", "ports"]).and_then(|p| p.nth(i));
             let name = port
-                .and_then(|p| p.get("name"))
-                .and_then(Value::as_str)
+                .and_then(|p| p.str_at(&["name"]))
                 .filter(|n| !n.is_empty());
-            let number = port.and_then(|p| p.get("port")).and_then(Value::as_u64);
+            let number = port.and_then(|p| p.get("port")).and_then(J::as_u64);
             let label = match (name, number) {
                 (Some(n), Some(p)) => format!("{n}/{p}"),
                 (Some(n), None) => n.to_owned(),

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::api::{ApiError, Cluster, Res};
-use super::detect::{CRONJOB, Fix, Owner, meta};
+use super::detect::{CRONJOB, Fix, Owner, View, meta};
 
 /// A controller reference from `metadata.ownerReferences`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,12 +39,12 @@ pub struct Resolver {
 }
 
 /// The controller reference of an object, if any.
-pub fn controller_of(obj: &Value) -> Option<ControllerRef> {
-    let refs = obj.pointer("/metadata/ownerReferences")?.as_array()?;
-    refs.iter()
-        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+pub fn controller_of<'a, J: View<'a>>(obj: J) -> Option<ControllerRef> {
+    obj.at(&["metadata", "ownerReferences"])?
+        .items()
+        .find(|r| r.get("controller").and_then(J::as_bool) == Some(true))
         .map(|r| {
-            let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+            let s = |k: &str| r.str_at(&[k]).unwrap_or("").to_owned();
             let api_version = s("apiVersion");
             let group = api_version
                 .rsplit_once('/')
@@ -88,10 +88,10 @@ impl ControllerRef {
 
 impl Resolver {
     /// The owner a pod's fix acts on, and the fix.
-    pub async fn fix_for<C: Cluster>(
+    pub async fn fix_for<'a, C: Cluster, J: View<'a>>(
         &mut self,
         cluster: &C,
-        pod: &Value,
+        pod: J,
     ) -> Result<(Option<Owner>, Fix), ApiError> {
         let (ns, name) = (meta(pod, "namespace"), meta(pod, "name"));
         let gone = |c: &ControllerRef| {
@@ -185,9 +185,9 @@ impl Resolver {
             Some(node) => node.clone(),
             None => {
                 let obj = cluster.get(res, Some(ns), &c.name).await?;
-                let node = obj.map(|o| Node {
-                    uid: meta(&o, "uid").to_owned(),
-                    controller: controller_of(&o),
+                let node = obj.as_ref().map(|o: &Value| Node {
+                    uid: meta(o, "uid").to_owned(),
+                    controller: controller_of(o),
                 });
                 self.cache.insert(key, node.clone());
                 node

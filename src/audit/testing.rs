@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::Value;
 
-use super::api::{ApiError, Cluster, ListQuery, Page, Res};
+use super::api::{ApiError, Cluster, ListQuery, Res};
 use super::detect::meta;
 
 type Key = (Res, String, String);
@@ -83,7 +83,7 @@ impl FakeCluster {
 
 /// resourceVersion + 1.
 fn bump(obj: &mut Value) {
-    let rv: u64 = meta(obj, "resourceVersion").parse().unwrap_or(0);
+    let rv: u64 = meta(&*obj, "resourceVersion").parse().unwrap_or(0);
     obj["metadata"]["resourceVersion"] = Value::String((rv + 1).to_string());
 }
 
@@ -106,7 +106,7 @@ impl Cluster for FakeCluster {
         res: Res,
         namespace: Option<&str>,
         query: ListQuery<'_>,
-    ) -> Result<Page, ApiError> {
+    ) -> Result<Vec<u8>, ApiError> {
         self.lists
             .borrow_mut()
             .push((res, namespace.map(str::to_owned), query.limit));
@@ -121,10 +121,13 @@ impl Cluster for FakeCluster {
             .map(|(_, o)| o.clone())
             .collect();
         let end = (start + query.limit as usize).min(all.len());
-        Ok(Page {
-            items: all[start.min(end)..end].to_vec(),
-            continue_token: (end < all.len()).then(|| end.to_string()),
-        })
+        let token = (end < all.len()).then(|| end.to_string());
+        let page = serde_json::json!({
+            "kind": "List",
+            "metadata": {"continue": token.unwrap_or_default(), "resourceVersion": "1"},
+            "items": &all[start.min(end)..end],
+        });
+        Ok(serde_json::to_vec(&page).unwrap_or_default())
     }
 
     async fn get(
