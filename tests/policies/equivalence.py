@@ -8,11 +8,11 @@ tracepatch); see that file for the usage. For every configuration profile:
   1. `tracepatch policies --config F` is installed under names of this run, its bindings
      limited to this run's namespaces labelled `mapeq.tracepatch.io/policies: "yes"`;
   2. `tracepatch serve --config F` runs on loopback with the local PKI's webhook
-     certificate, registered by `tracepatch webhook-config --config F --url ...
-     --no-match-conditions` (the shipped selectors; every object is sent, so that the
-     reference is what the rules do; POLICIES_WEBHOOK_MATCH_CONDITIONS=1 keeps the
-     shipped matchConditions) under a name of this run, limited to this run's namespaces
-     labelled `mapeq.tracepatch.io/webhook: "yes"`;
+     certificate, registered with the shipped MutatingWebhookConfiguration
+     (manifests/mutatingwebhookconfiguration.yaml, the profile's opt-out label, a URL)
+     without its matchConditions, so that every object reaches the rules, the reference
+     (POLICIES_WEBHOOK_MATCH_CONDITIONS=1 keeps them), under a name of this run, limited
+     to this run's namespaces labelled `mapeq.tracepatch.io/webhook: "yes"`;
   3. every object (the golden fixtures of rules 2-4 whose config.yaml is the profile's,
      and generated objects) is created in a namespace where only the policies apply, one
      where only the webhook applies, and one where both apply; Services and CronJobs are
@@ -543,14 +543,25 @@ def install_policies(config_file, selector, tag):
     return out.stderr
 
 
-def webhook_config(config_file, url, name, selector):
-    # The reference is what the webhook's rules do, so by default every object is sent
-    # (no matchConditions); POLICIES_WEBHOOK_MATCH_CONDITIONS=1 registers the shipped form.
-    extra = [] if os.environ.get("POLICIES_WEBHOOK_MATCH_CONDITIONS") == "1" else ["--no-match-conditions"]
-    out = run_tracepatch("webhook-config", "--config", str(config_file), "--url", url,
-                         "--ca-file", str(CA), "--name", name, *extra)
-    doc = yaml.safe_load(out.stdout)
+def webhook_config(opt_out, url, name, selector):
+    """The shipped MutatingWebhookConfiguration (manifests/mutatingwebhookconfiguration.yaml:
+    its rules, failurePolicy, reinvocationPolicy, timeout, selectors) for a webhook at url,
+    with the profile's opt-out label in the selectors, limited to namespaces matching
+    selector. The reference is what the webhook's rules do, so its matchConditions are
+    left out (every object is sent) unless POLICIES_WEBHOOK_MATCH_CONDITIONS=1 (shipped
+    conditions, rendered for the default configuration)."""
+    import base64
+    doc = yaml.safe_load((REPO / "manifests" / "mutatingwebhookconfiguration.yaml").read_text())
+    doc["metadata"]["name"] = name
+    keep_conditions = os.environ.get("POLICIES_WEBHOOK_MATCH_CONDITIONS") == "1"
     for hook in doc["webhooks"]:
+        hook["clientConfig"] = {"url": f"{url}/mutate", "caBundle": base64.b64encode(CA.read_bytes()).decode()}
+        for sel in (hook["namespaceSelector"], hook["objectSelector"]):
+            for r in sel.get("matchExpressions", []):
+                if r["key"] == "tracepatch.io/enabled":
+                    r["key"] = opt_out
+        if not keep_conditions:
+            hook.pop("matchConditions", None)
         hook["namespaceSelector"].setdefault("matchLabels", {}).update(selector)
     created_cluster.append(("mutatingwebhookconfiguration", name))
     return doc
@@ -797,7 +808,7 @@ def run_profile(p):
     for n in notes.splitlines():
         log(f"     {tag}: {n}")
     _, url, health, logfile = start_webhook(config_file, tag)
-    apply([webhook_config(config_file, url, f"00-tracepatch-{PREFIX}-{tag}", {**base, f"{LABEL}/webhook": "yes"})])
+    apply([webhook_config(p.opt_out(), url, f"00-tracepatch-{PREFIX}-{tag}", {**base, f"{LABEL}/webhook": "yes"})])
     ns_pol, ns_hook, ns_both = f"{PREFIX}-{tag}-pol", f"{PREFIX}-{tag}-hook", f"{PREFIX}-{tag}-both"
     off = {p.opt_out(): "false"}
     ns_pol_off, ns_hook_off = f"{PREFIX}-{tag}-pol-off", f"{PREFIX}-{tag}-hook-off"
@@ -943,11 +954,11 @@ def ordering():
 
     # Case 1: tracepatch's webhook unreachable; Istio's injector sorts after it.
     down = {**base, f"{LABEL}/case": "down"}
-    apply([webhook_config(config_file, f"https://127.0.0.1:{closed}", f"00-tracepatch-{PREFIX}-down", down),
+    apply([webhook_config("tracepatch.io/enabled", f"https://127.0.0.1:{closed}", f"00-tracepatch-{PREFIX}-down", down),
            standin_config(f"istio-sidecar-injector-{PREFIX}", standin, down)])
     # Case 2: tracepatch up, but the injector registered under a name sorting first.
     early = {**base, f"{LABEL}/case": "early"}
-    apply([webhook_config(config_file, url_up, f"00-tracepatch-{PREFIX}-up", early),
+    apply([webhook_config("tracepatch.io/enabled", url_up, f"00-tracepatch-{PREFIX}-up", early),
            standin_config(f"0-istio-sidecar-injector-{PREFIX}", standin, early)])
     cases = [
         ("webhook unreachable", down, f"{PREFIX}-order-down"),
