@@ -206,6 +206,16 @@ pub struct SelfManagedArgs {
     /// How often the Secret and caBundle are checked.
     #[arg(long, env = "TRACEPATCH_CERT_CHECK_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub check_interval: Duration,
+
+    /// With the caBundle, also keep each webhook's matchConditions as this configuration
+    /// needs them (what `tracepatch webhook-config --config ...` renders), so that a
+    /// changed configuration never leaves conditions that skip objects it changes.
+    #[arg(
+        long,
+        env = "TRACEPATCH_SYNC_MATCH_CONDITIONS",
+        requires = "self_managed_certs"
+    )]
+    pub sync_match_conditions: bool,
 }
 
 /// Log output format.
@@ -398,6 +408,7 @@ impl SelfManagedArgs {
             cluster_domain: self.cluster_domain.clone(),
             renew_before: self.renew_before,
             check_interval: self.check_interval,
+            sync_match_conditions: self.sync_match_conditions,
         }
     }
 }

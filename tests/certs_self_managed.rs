@@ -122,6 +122,7 @@ fn args() -> SelfManagedOptions {
         cluster_domain: "cluster.local".into(),
         renew_before: 30 * DAY,
         check_interval: CHECK_INTERVAL,
+        sync_match_conditions: false,
     }
 }
 
@@ -979,6 +980,7 @@ async fn api_errors_are_retried_with_growing_backoff_and_logged() {
         args(),
         NS.into(),
         r.store.clone(),
+        None,
     ));
     let t = finish(script).await;
     // Give the loop the moment it needs to record the last answer.
@@ -1058,6 +1060,7 @@ async fn ca_bundle_reset_by_someone_else_is_put_back_at_the_next_check() {
         args(),
         NS.into(),
         r.store.clone(),
+        None,
     ));
     let t = finish(script).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1100,6 +1103,7 @@ async fn certificate_written_by_another_replica_is_picked_up_without_restart() {
         args(),
         NS.into(),
         r.store.clone(),
+        None,
     ));
     finish(script).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1289,4 +1293,69 @@ fn namespace_comes_from_the_flag_else_the_service_account_file() {
         )),
         "{err}"
     );
+}
+
+// === tests: matchConditions kept in step ===
+
+#[tokio::test]
+async fn match_conditions_follow_the_loaded_configuration() {
+    use tracepatch::config::Config;
+    use tracepatch::webhook_config::{CONDITION_NAME, render_conditions};
+
+    let (client, handle) = mock();
+    let r = replica();
+    let conditions = render_conditions(&Config::default());
+    let rec = reconciler(client, &r).with_match_conditions(conditions.clone());
+    let (ca, serving) = material(3650, 365);
+    let secret = tls_secret(&ca.cert, &ca.key, &serving, "3");
+    let (s1, s2) = (secret.clone(), secret);
+    // As a `helm upgrade` with another configuration left it: an old condition on the
+    // pods webhook (beside a user's own, which stays), none on the services webhook.
+    let mut stale = mwc_json(Some(&ca.cert), "5");
+    stale["webhooks"][0]["matchConditions"] = json!([
+        {"name": CONDITION_NAME, "expression": "object != null && false"},
+        {"name": "team-filter", "expression": "true"},
+    ]);
+    let mut in_step = mwc_json(Some(&ca.cert), "6");
+    for (i, name) in WEBHOOKS.iter().enumerate() {
+        in_step["webhooks"][i]["matchConditions"] = json!([
+            {"name": CONDITION_NAME, "expression": conditions.for_webhook(name).unwrap()},
+        ]);
+    }
+    let want = conditions.clone();
+    let script = tokio::spawn(serve_script(
+        handle,
+        vec![
+            step(Method::GET, SECRET, move |_| ok(s1)),
+            step(Method::GET, MWC, move |_| ok(stale)),
+            step(Method::PATCH, MWC, move |req| {
+                assert_eq!(req.body["metadata"]["resourceVersion"], "5");
+                let patched = req.body["webhooks"].as_array().unwrap();
+                assert_eq!(patched.len(), WEBHOOKS.len(), "{}", req.body);
+                for (w, name) in patched.iter().zip(WEBHOOKS) {
+                    assert_eq!(w["name"], name);
+                    // The caBundle was right: only the condition is written.
+                    assert!(w.get("clientConfig").is_none(), "{w}");
+                    assert_eq!(
+                        w["matchConditions"],
+                        json!([{"name": CONDITION_NAME, "expression": want.for_webhook(name).unwrap()}])
+                    );
+                }
+                ok(json!({}))
+            }),
+            // The next check finds them in step and writes nothing.
+            step(Method::GET, SECRET, move |_| ok(s2)),
+            step(Method::GET, MWC, move |_| ok(in_step)),
+        ],
+    ));
+
+    let first = rec.reconcile_once().await.unwrap();
+    let second = rec.reconcile_once().await.unwrap();
+    drop(rec);
+    script.await.unwrap();
+
+    assert!(first.ca_bundle_written.is_empty());
+    assert_eq!(first.match_conditions_written, WEBHOOKS);
+    assert!(second.match_conditions_written.is_empty());
+    assert_eq!(r.readiness.check(&r.store), Ok(()));
 }

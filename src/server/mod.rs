@@ -143,8 +143,16 @@ impl Server {
                     webhook_config = %options.webhook_config,
                     "self-managed certificates"
                 );
-                let task =
-                    certs::self_managed::run(client, options.clone(), namespace, certs.clone());
+                let conditions = options
+                    .sync_match_conditions
+                    .then(|| crate::webhook_config::render_conditions(&config));
+                let task = certs::self_managed::run(
+                    client,
+                    options.clone(),
+                    namespace,
+                    certs.clone(),
+                    conditions,
+                );
                 let stop = stop_background.clone();
                 background.spawn(async move {
                     tokio::select! {

@@ -34,6 +34,20 @@ pub struct Conditions {
     pub cronjobs: String,
 }
 
+// === impl Conditions ===
+
+impl Conditions {
+    /// The expression of the webhook named `name` (`pods.tracepatch.io`, ...).
+    pub fn for_webhook(&self, name: &str) -> Option<&str> {
+        match name {
+            "pods.tracepatch.io" => Some(&self.pods),
+            "services.tracepatch.io" => Some(&self.services),
+            "cronjobs.tracepatch.io" => Some(&self.cronjobs),
+            _ => None,
+        }
+    }
+}
+
 /// Renders the conditions for a configuration.
 pub fn render(config: &Config) -> Conditions {
     Conditions {

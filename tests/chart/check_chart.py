@@ -241,7 +241,7 @@ def self_managed_args(webhook_name: str, fullname: str) -> list[str]:
             "--config=/etc/tracepatch/config.yaml", "--log-format=json", "--drain-timeout=20s",
             "--shutdown-delay=5s", "--worker-threads=2", "--self-managed-certs", f"--cert-secret={fullname}-tls",
             f"--webhook-config={webhook_name}", f"--service={fullname}",
-            "--cluster-domain=cluster.local"]
+            "--cluster-domain=cluster.local", "--sync-match-conditions"]
 
 
 @group("contract")
@@ -925,6 +925,10 @@ def check_scenario_specifics(renders: dict) -> None:
     expect_eq(conditions("default"), [shipped[n] for n in ("pods.tracepatch.io", "services.tracepatch.io",
                                                            "cronjobs.tracepatch.io")],
               "default rules configuration: the rendered matchConditions of files/match-conditions.yaml")
+    def sync(label):
+        return "--sync-match-conditions" in container(one(renders[label][0], "Deployment"))["args"]
+    expect(sync("custom config") and sync("default") and not sync("matchConditions off"),
+           "self-managed: the server keeps matchConditions in step with its configuration, unless they are off")
     for label in ("matchConditions off", "custom config", "configFile (OTel profile)"):
         expect_eq(conditions(label), [None] * 3,
                   f"{label}: no matchConditions (every object is sent; conditions for another "

@@ -1,25 +1,36 @@
-//! The caBundle: every webhook of the configuration must carry the Secret's CA
-//! bundle, compared as a set of certificates and written with a strategic merge patch
-//! that carries the `resourceVersion` it read.
+//! The webhook configuration: every webhook must carry the Secret's CA bundle (and, when
+//! they are kept in step, the matchConditions rendered from the loaded configuration),
+//! compared as a set of certificates (and by condition name and expression) and written
+//! with one strategic merge patch that carries the `resourceVersion` it read.
 
 use base64::Engine as _;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhook;
 use kube::api::{Patch, PatchParams};
 use rustls::pki_types::CertificateDer;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::secret::Material;
 use super::{FIELD_MANAGER, MAX_WRITE_ATTEMPTS, Reconciler, SelfManagedError};
 use crate::certs::issue;
+use crate::webhook_config::{CONDITION_NAME, Conditions};
 
-// === impl Reconciler: the caBundle ===
+/// The webhooks one pass wrote, by what it wrote.
+#[derive(Debug, Default)]
+pub(super) struct Written {
+    pub(super) ca_bundle: Vec<String>,
+    pub(super) match_conditions: Vec<String>,
+}
+
+// === impl Reconciler: the webhook configuration ===
 
 impl Reconciler {
-    /// Makes every webhook's caBundle the Secret's CA bundle. Returns the webhooks it
-    /// wrote, and whether all of them now trust the Secret's signing CA.
+    /// Makes every webhook's caBundle the Secret's CA bundle, and its matchConditions
+    /// the rendered ones when they are kept in step. Returns the webhooks it wrote, and
+    /// whether all of them now trust the Secret's signing CA.
     pub(super) async fn ensure_ca_bundle(
         &self,
         material: &Material,
-    ) -> Result<(Vec<String>, bool), SelfManagedError> {
+    ) -> Result<(Written, bool), SelfManagedError> {
         let object = self.webhook_object();
         let desired_pem = issue::encode_pem(&material.bundle);
         let desired_b64 = base64::engine::general_purpose::STANDARD.encode(desired_pem.as_bytes());
@@ -37,21 +48,32 @@ impl Reconciler {
             if webhooks.is_empty() {
                 tracing::warn!(webhook_config = %object, "the webhook configuration has no webhooks; nothing to trust us");
             }
-            let stale: Vec<String> = webhooks
-                .iter()
-                .filter(|w| {
-                    let actual = w
-                        .client_config
-                        .ca_bundle
-                        .as_ref()
-                        .and_then(|b| issue::parse_certs(&b.0, "caBundle").ok())
-                        .unwrap_or_default();
-                    !same_set(&actual, &material.bundle)
-                })
-                .map(|w| w.name.clone())
-                .collect();
-            if stale.is_empty() {
-                return Ok((Vec::new(), true));
+            let mut written = Written::default();
+            let mut patches = Vec::new();
+            for w in &webhooks {
+                let mut patch = json!({ "name": w.name });
+                let actual = w
+                    .client_config
+                    .ca_bundle
+                    .as_ref()
+                    .and_then(|b| issue::parse_certs(&b.0, "caBundle").ok())
+                    .unwrap_or_default();
+                if !same_set(&actual, &material.bundle) {
+                    patch["clientConfig"] = json!({ "caBundle": desired_b64 });
+                    written.ca_bundle.push(w.name.clone());
+                }
+                if let Some(expression) = self.stale_condition(w) {
+                    // Strategic merge by condition name: ours is set, others stay.
+                    patch["matchConditions"] =
+                        json!([{ "name": CONDITION_NAME, "expression": expression }]);
+                    written.match_conditions.push(w.name.clone());
+                }
+                if patch.as_object().is_some_and(|p| p.len() > 1) {
+                    patches.push(patch);
+                }
+            }
+            if patches.is_empty() {
+                return Ok((written, true));
             }
             let Some(resource_version) = config.metadata.resource_version else {
                 return Err(SelfManagedError::Unusable {
@@ -61,10 +83,7 @@ impl Reconciler {
             };
             let patch = json!({
                 "metadata": { "resourceVersion": resource_version },
-                "webhooks": stale.iter().map(|name| json!({
-                    "name": name,
-                    "clientConfig": { "caBundle": desired_b64 },
-                })).collect::<Vec<_>>(),
+                "webhooks": Value::Array(patches),
             });
             let params = PatchParams {
                 field_manager: Some(FIELD_MANAGER.into()),
@@ -76,11 +95,16 @@ impl Reconciler {
                 .await
             {
                 Ok(_) => {
-                    tracing::info!(webhook_config = %object, webhooks = ?stale, "wrote the caBundle");
-                    return Ok((stale, true));
+                    tracing::info!(
+                        webhook_config = %object,
+                        ca_bundle = ?written.ca_bundle,
+                        match_conditions = ?written.match_conditions,
+                        "wrote the webhook configuration"
+                    );
+                    return Ok((written, true));
                 }
                 Err(kube::Error::Api(status)) if status.is_conflict() => {
-                    tracing::info!(webhook_config = %object, "the webhook configuration changed while writing the caBundle; reading it again");
+                    tracing::info!(webhook_config = %object, "the webhook configuration changed while writing it; reading it again");
                 }
                 Err(source) => {
                     return Err(SelfManagedError::Api {
@@ -95,6 +119,22 @@ impl Reconciler {
             object,
             attempts: MAX_WRITE_ATTEMPTS,
         })
+    }
+
+    /// The expression a webhook's condition must have, when it has another (or none)
+    /// and conditions are kept in step; `None` for a webhook that is not tracepatch's.
+    fn stale_condition<'c>(&'c self, w: &MutatingWebhook) -> Option<&'c str> {
+        let desired = self
+            .match_conditions
+            .as_ref()
+            .and_then(|c: &Conditions| c.for_webhook(&w.name))?;
+        let actual = w
+            .match_conditions
+            .iter()
+            .flatten()
+            .find(|c| c.name == CONDITION_NAME)
+            .map(|c| c.expression.as_str());
+        (actual != Some(desired)).then_some(desired)
     }
 }
 

@@ -21,6 +21,10 @@
 //!    strategic merge patch keyed by webhook name that carries the `resourceVersion` it
 //!    read (409 Conflict: re-read and try again). The patch touches nothing but
 //!    `clientConfig.caBundle`, so fields this build does not know survive.
+//!    With `--sync-match-conditions`, the same pass and the same patch also make each
+//!    webhook's `matchConditions` entry `tracepatch-rules-may-apply` the one rendered
+//!    from the configuration this replica loaded (`tracepatch webhook-config`), so that a
+//!    changed configuration never leaves conditions that skip objects its rules change.
 //! 3. **Serving.** The certificate goes into the [`CertStore`]; new handshakes use it at
 //!    once, no restart. A new certificate is swapped in only once the caBundle trusts
 //!    its CA (or its CA is the one already served, or nothing is served yet, or the old
@@ -75,6 +79,7 @@ use rustls::pki_types::CertificateDer;
 
 use super::issue::{DEFAULT_SERVING_VALIDITY, IssueError, ServingSpec};
 use super::{CertStore, fmt_time};
+use crate::webhook_config::Conditions;
 
 mod backoff;
 mod ca_bundle;
@@ -116,6 +121,8 @@ pub struct SelfManagedOptions {
     pub renew_before: Duration,
     /// How often the Secret and caBundle are checked.
     pub check_interval: Duration,
+    /// Also keep each webhook's matchConditions in step with the loaded configuration.
+    pub sync_match_conditions: bool,
 }
 
 /// Keeps the Secret, the caBundle and the served certificate in step; one per process.
@@ -133,6 +140,8 @@ pub struct Reconciler {
     /// The CA of the certificate this replica serves, offered as the "old" CA should the
     /// Secret vanish and be recreated with a new CA.
     served_ca: Mutex<Option<CertificateDer<'static>>>,
+    /// The matchConditions each webhook must carry, when they are kept in step.
+    match_conditions: Option<Conditions>,
 }
 
 /// What happened to the Secret in one reconcile.
@@ -158,6 +167,9 @@ pub struct Outcome {
     pub secret: SecretAction,
     /// Webhooks whose caBundle was written (empty when all were right).
     pub ca_bundle_written: Vec<String>,
+    /// Webhooks whose matchConditions were written (empty when all were right, or when
+    /// they are not kept in step).
+    pub match_conditions_written: Vec<String>,
     /// Whether a different certificate is served since this reconcile.
     pub serving_changed: bool,
     /// Whether every webhook's caBundle trusts the served certificate (what
@@ -203,9 +215,14 @@ pub async fn run(
     args: SelfManagedOptions,
     namespace: String,
     store: Arc<CertStore>,
+    match_conditions: Option<Conditions>,
 ) {
     store.require_ca_bundle();
     let reconciler = Reconciler::new(client, &args, &namespace, store);
+    let reconciler = match match_conditions {
+        Some(conditions) => reconciler.with_match_conditions(conditions),
+        None => reconciler,
+    };
     // A zero interval would poll the apiserver in a tight loop.
     let interval = args.check_interval.max(Duration::from_secs(1));
     let mut backoff = Backoff::new(interval);
@@ -285,7 +302,14 @@ impl Reconciler {
             check_interval: args.check_interval,
             store,
             served_ca: Mutex::new(None),
+            match_conditions: None,
         }
+    }
+
+    /// Also keeps each webhook's `matchConditions` entry as `conditions` says.
+    pub fn with_match_conditions(mut self, conditions: Conditions) -> Self {
+        self.match_conditions = Some(conditions);
+        self
     }
 
     /// One pass: make the Secret good, make the caBundle match it, serve its
@@ -300,7 +324,8 @@ impl Reconciler {
         self.store.set_ca_bundle_ok(ok);
         Ok(Outcome {
             secret: action,
-            ca_bundle_written: written,
+            ca_bundle_written: written.ca_bundle,
+            match_conditions_written: written.match_conditions,
             serving_changed,
             ca_bundle_ok: ok,
         })
@@ -367,12 +392,14 @@ impl Outcome {
     fn log(&self, reconciler: &Reconciler) {
         let changed = self.secret != SecretAction::Kept
             || !self.ca_bundle_written.is_empty()
+            || !self.match_conditions_written.is_empty()
             || self.serving_changed;
         if changed {
             tracing::info!(
                 secret = %reconciler.secret_object(),
                 action = ?self.secret,
                 ca_bundle_written = ?self.ca_bundle_written,
+                match_conditions_written = ?self.match_conditions_written,
                 serving_changed = self.serving_changed,
                 ca_bundle_ok = self.ca_bundle_ok,
                 "self-managed certificates reconciled"
