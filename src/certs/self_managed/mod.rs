@@ -2,11 +2,11 @@
 //! its CA in the `caBundle` of the MutatingWebhookConfiguration, and every replica
 //! keeps both right.
 //!
-//! # What each replica does, every `--cert-check-interval`
+//! # What each replica does, every `--check-interval`
 //!
 //! 1. **The Secret** (`kubernetes.io/tls`, keys `tls.crt`, `tls.key`, `ca.crt`,
 //!    `ca.key`). It is used as it is when `tls.crt`/`tls.key` load, chain to `ca.crt`,
-//!    cover the Service's four DNS names and are not within `--cert-renew-before` of
+//!    cover the Service's four DNS names and are not within `--renew-before` of
 //!    expiry. Otherwise (missing, malformed, expiring, wrong names) the replica issues a
 //!    new serving certificate, from the CA in the Secret when `ca.key` belongs to it and
 //!    the CA has more than twice `renew-before` left, else from a new CA, and writes it
