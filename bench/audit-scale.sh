@@ -43,7 +43,7 @@ CRONJOBS="${CRONJOBS:-200}"
 NAMESPACES="${NAMESPACES:-10}"
 CHUNK_SIZES="${CHUNK_SIZES:-100 500 1000}"
 RUNS="${RUNS:-3}"
-PARALLEL="${PARALLEL:-4}"
+PARALLEL="${PARALLEL:-2}"
 BATCH="${BATCH:-200}"
 CFG="$REPO/tests/audit/config.yaml"
 
@@ -235,9 +235,23 @@ for i in range(0, len(pods), batch):
     with open(f"{work}/pods-{i // batch:04}.json", "w") as f:
         f.write(json.dumps({"apiVersion": "v1", "kind": "List", "items": pods[i:i + batch]}))
 PY
+# create_file FILE: kubectl create, retried (a busy etcd times out); objects created by
+# an earlier attempt are AlreadyExists, which is fine.
+create_file() {
+  local attempt out
+  for attempt in 1 2 3 4 5; do
+    if out="$(kubectl create -f "$1" 2>&1 >/dev/null)"; then return 0; fi
+    if ! grep -v 'AlreadyExists\|already exists' <<<"$out" | grep -q .; then return 0; fi
+    echo "  $1: attempt $attempt: $(grep -v 'already exists' <<<"$out" | head -n 1)" >&2
+    sleep "$attempt"
+  done
+  return 1
+}
+export -f create_file
 start=$(date +%s)
+# shellcheck disable=SC2016 # $1 is the inner shell's
 printf '%s\0' "$WORK"/pods-*.json "$WORK"/services-*.json "$WORK"/cronjobs-*.json |
-  xargs -0 -P "$PARALLEL" -n 1 kubectl create -f >/dev/null
+  xargs -0 -P "$PARALLEL" -n 1 bash -c 'create_file "$1"' _
 echo "---- created in $(($(date +%s) - start)) s: $(kubectl get pods,services,cronjobs -A -l "$RUN_LABEL=$ID" -o name | wc -l) objects; one pod is $(jq -c '.items[0]' "$WORK/pods-0000.json" | wc -c) bytes of JSON" >&2
 
 total_objects="$(kubectl get pods,services,cronjobs -A --no-headers 2>/dev/null | wc -l)"

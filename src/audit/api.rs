@@ -230,6 +230,125 @@ impl KubeCluster {
     }
 }
 
+/// Reads a list's JSON one item at a time: `each` gets every item (as a
+/// `serde_json::Value` without `metadata.managedFields`, which no rule reads and which
+/// take as much memory again as the rest of a pod) and drops it before the next is read,
+/// so that a page costs its text and one object. Returns the continue token.
+pub fn read_list(body: &[u8], each: &mut dyn FnMut(Value)) -> Result<Option<String>, ApiError> {
+    use serde::de::Deserializer as _;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let token = de
+        .deserialize_map(ListVisitor { each })
+        .and_then(|token| de.end().map(|()| token))
+        .map_err(|e| ApiError::other(format!("cannot read the list: {e}")))?;
+    Ok(token.filter(|t| !t.is_empty()))
+}
+
+/// The members of a list: `metadata.continue`, and `items` one by one.
+struct ListVisitor<'f> {
+    each: &'f mut dyn FnMut(Value),
+}
+
+impl<'de> serde::de::Visitor<'de> for ListVisitor<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a Kubernetes list")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        #[derive(serde::Deserialize)]
+        struct ListMeta {
+            #[serde(default, rename = "continue")]
+            continue_token: Option<String>,
+        }
+        let mut token = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "metadata" => token = map.next_value::<ListMeta>()?.continue_token,
+                "items" => map.next_value_seed(Items {
+                    each: &mut *self.each,
+                })?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(token)
+    }
+}
+
+/// The `items` array, handed over one element at a time.
+struct Items<'f> {
+    each: &'f mut dyn FnMut(Value),
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Items<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        // `any`: an empty list may come as `null`.
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Items<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of objects")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element_seed(Object { metadata: false })? {
+            (self.each)(item);
+        }
+        Ok(())
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// An object as a `Value`, without `metadata.managedFields` (`metadata: true` while
+/// reading the metadata itself).
+#[derive(Clone, Copy)]
+struct Object {
+    metadata: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Object {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Object {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a Kubernetes object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !self.metadata && key == "metadata" {
+                let meta = map.next_value_seed(Object { metadata: true })?;
+                out.insert(key, meta);
+            } else if self.metadata && key == "managedFields" {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            } else {
+                out.insert(key, map.next_value()?);
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 fn request_error(e: kube::core::request::Error) -> ApiError {
     ApiError::other(format!("cannot build the request: {e}"))
 }
@@ -307,6 +426,36 @@ mod tests {
         );
         assert_eq!(Res::ReplicaSet.path(None), "/apis/apps/v1/replicasets");
         assert_eq!(Res::Namespace.path(Some("x")), "/api/v1/namespaces");
+    }
+
+    #[test]
+    fn lists_are_read_one_item_at_a_time_without_managed_fields() {
+        let text = br#"{"kind": "PodList", "apiVersion": "v1",
+            "metadata": {"resourceVersion": "9", "continue": "abc", "remainingItemCount": 1},
+            "items": [{"metadata": {"name": "a", "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+                                    "labels": {"managedFields": "kept"}},
+                       "spec": {"managedFields": 1}},
+                      {"metadata": {"name": "b"}}]}"#;
+        let mut seen = Vec::new();
+        let token = read_list(text, &mut |v| seen.push(v)).unwrap();
+        assert_eq!(token.as_deref(), Some("abc"));
+        assert_eq!(
+            seen,
+            [
+                serde_json::json!({"metadata": {"name": "a", "labels": {"managedFields": "kept"}},
+                                   "spec": {"managedFields": 1}}),
+                serde_json::json!({"metadata": {"name": "b"}}),
+            ]
+        );
+        let mut n = 0;
+        let last = read_list(
+            br#"{"metadata": {"continue": ""}, "items": null}"#,
+            &mut |_| n += 1,
+        );
+        assert_eq!((last, n), (Ok(None), 0));
+        assert!(read_list(br#"{"items": [1]}"#, &mut |_| {}).is_err());
+        assert!(read_list(br#"{"items": []} x"#, &mut |_| {}).is_err());
+        assert!(read_list(b"[", &mut |_| {}).is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::engine::{Engine, Kind};
 use crate::rules::agent_sidecar::{self, INJECT};
-use crate::rules::json::{Json, Tape};
+use crate::rules::json::Json;
 use crate::rules::{Outcome, RuleId, containers, meta_str};
 
 /// The sidecar Istio injects.
@@ -29,8 +29,7 @@ pub const ISTIO_PROXY: &str = "istio-proxy";
 const MAX_NAMES: usize = 5;
 
 /// The rules' raw JSON view ([`Json`]) and the one thing more the audit reads: a boolean
-/// (`ownerReferences[].controller`). Pages of a list are read as simd-json tapes, as the
-/// webhook reads a request; what a get returns, as `serde_json::Value`.
+/// (`ownerReferences[].controller`).
 pub trait View<'a>: Json<'a> {
     fn as_bool(self) -> Option<bool>;
 
@@ -53,12 +52,6 @@ pub trait View<'a>: Json<'a> {
 impl<'a> View<'a> for &'a Value {
     fn as_bool(self) -> Option<bool> {
         Value::as_bool(self)
-    }
-}
-
-impl<'a> View<'a> for Tape<'a> {
-    fn as_bool(self) -> Option<bool> {
-        simd_json::prelude::ValueAsScalar::as_bool(&self)
     }
 }
 

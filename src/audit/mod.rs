@@ -27,11 +27,10 @@ use std::io::{IsTerminal, Write};
 use serde_json::Value;
 
 use crate::engine::Engine;
-use crate::rules::json::{Json, Tape};
 use api::{ApiError, Cluster, KubeCluster, ListQuery, Res};
 use detect::{Detector, Finding, FindingType, FixAction, JOB, POD, meta};
 use fix::Applied;
-use owners::{Resolver, controller_of};
+use owners::{PodRef, Resolver, controller_of};
 use report::RenderError;
 
 pub use report::{Format, Verdict};
@@ -232,9 +231,9 @@ impl Stderr {
     }
 }
 
-/// Pages of one list, one at a time. Each page is read in place as a simd-json tape (as
-/// the webhook reads a request): a page costs about twice its JSON text, where a
-/// `serde_json::Value` tree would cost many times that.
+/// Pages of one list, one at a time, each read one object at a time
+/// ([`api::read_list`]): in memory, a page's JSON text and one object, never a page of
+/// objects; of the objects, only the findings are kept.
 struct Pager<'a> {
     res: Res,
     namespace: Option<&'a str>,
@@ -256,14 +255,18 @@ impl<'a> Pager<'a> {
         }
     }
 
-    fn what(&self) -> String {
-        match self.namespace {
-            Some(ns) => format!("{} in namespace {ns}", self.res.plural()),
-            None => format!("{} in all namespaces", self.res.plural()),
+    fn error(&self, action: &'static str, source: ApiError) -> Error {
+        Error::Api {
+            action,
+            what: match self.namespace {
+                Some(ns) => format!("{} in namespace {ns}", self.res.plural()),
+                None => format!("{} in all namespaces", self.res.plural()),
+            },
+            source,
         }
     }
 
-    /// The next page's JSON, to [`Pager::read`]; `None` after the last.
+    /// The next page's JSON, for [`Pager::read`]; `None` after the last.
     async fn next<C: Cluster>(&mut self, cluster: &C) -> Result<Option<Vec<u8>>, Error> {
         if self.done {
             return Ok(None);
@@ -276,41 +279,25 @@ impl<'a> Pager<'a> {
         let body = cluster
             .list(self.res, self.namespace, query)
             .await
-            .map_err(|source| Error::Api {
-                action: "list",
-                what: self.what(),
-                source,
-            })?;
+            .map_err(|e| self.error("list", e))?;
         // Until `read` finds a continue token.
         self.done = true;
         Ok(Some(body))
     }
 
-    /// Parses a page in place and notes where the next one starts.
-    fn read<'b>(&mut self, body: &'b mut [u8]) -> Result<simd_json::tape::Tape<'b>, Error> {
-        let tape = simd_json::to_tape(body).map_err(|e| Error::Api {
-            action: "read",
-            what: self.what(),
-            source: ApiError::other(format!("the answer is not JSON: {e}")),
-        })?;
-        self.token = tape
-            .as_value()
-            .get("metadata")
-            .and_then(|m| m.get("continue"))
-            .and_then(Json::as_str)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned);
-        self.done = self.token.is_none();
-        Ok(tape)
+    /// Hands each object of a page to `each`, and notes where the next page starts.
+    /// Returns how many objects the page held.
+    fn read(&mut self, body: &[u8], each: &mut dyn FnMut(&Value)) -> Result<usize, Error> {
+        let mut n = 0;
+        let token = api::read_list(body, &mut |obj| {
+            n += 1;
+            each(&obj);
+        })
+        .map_err(|e| self.error("read", e))?;
+        self.done = token.is_none();
+        self.token = token;
+        Ok(n)
     }
-}
-
-/// The items of a page.
-fn items<'t>(tape: &'t simd_json::tape::Tape<'t>) -> impl Iterator<Item = Tape<'t>> + 't {
-    tape.as_value()
-        .get("items")
-        .into_iter()
-        .flat_map(|list| list.items())
 }
 
 /// Reads every audited object once and returns the findings.
@@ -338,7 +325,7 @@ async fn scan<C: Cluster>(
                     what: format!("namespace {ns}"),
                     source,
                 })?;
-            if obj.as_ref().is_some_and(|o: &Value| detector.opted_out(o)) {
+            if obj.as_ref().is_some_and(|o| detector.opted_out(o)) {
                 events(Event::Note(&format!(
                     "namespace {ns} opted out ({opt_out}: \"false\"): nothing audited"
                 )));
@@ -347,40 +334,34 @@ async fn scan<C: Cluster>(
         }
         None => {
             let mut pager = Pager::new(Res::Namespace, options, false);
-            while let Some(mut body) = pager.next(cluster).await? {
-                let tape = pager.read(&mut body)?;
-                for ns in items(&tape).filter(|ns| detector.opted_out(*ns)) {
-                    skipped.insert(meta(ns, "name").to_owned());
-                }
+            while let Some(body) = pager.next(cluster).await? {
+                pager.read(&body, &mut |ns| {
+                    if detector.opted_out(ns) {
+                        skipped.insert(meta(ns, "name").to_owned());
+                    }
+                })?;
             }
         }
     }
-    let audited = |obj: Tape<'_>| !skipped.contains(meta(obj, "namespace"));
+    let audited = |obj: &Value| !skipped.contains(meta(obj, "namespace"));
     let mut findings = Vec::new();
     let mut warnings = Vec::new();
-    let say = |warnings: &mut Vec<String>, events: &mut dyn FnMut(Event<'_>)| {
-        for w in warnings.drain(..) {
-            events(Event::Warning(&w));
-        }
-    };
 
     // CronJobs, and which lack the label (by uid, as their Jobs name them).
     let mut unlabelled: HashMap<String, String> = HashMap::new();
     let mut pager = Pager::new(Res::CronJob, options, true);
     let mut seen = 0;
-    while let Some(mut body) = pager.next(cluster).await? {
-        let tape = pager.read(&mut body)?;
-        for cj in items(&tape) {
-            seen += 1;
+    while let Some(body) = pager.next(cluster).await? {
+        seen += pager.read(&body, &mut |cj| {
             if !audited(cj) {
-                continue;
+                return;
             }
             if let Some(f) = detector.cronjob(cj, &mut warnings) {
                 unlabelled.insert(meta(cj, "uid").to_owned(), f.name.clone());
                 findings.push(f);
             }
             say(&mut warnings, events);
-        }
+        })?;
         events(Event::Scanned {
             what: "cronjobs",
             seen,
@@ -393,22 +374,20 @@ async fn scan<C: Cluster>(
     if !unlabelled.is_empty() {
         let mut pager = Pager::new(Res::Job, options, false);
         let mut seen = 0;
-        while let Some(mut body) = pager.next(cluster).await? {
-            let tape = pager.read(&mut body)?;
-            for job in items(&tape) {
-                seen += 1;
+        while let Some(body) = pager.next(cluster).await? {
+            seen += pager.read(&body, &mut |job| {
                 if !audited(job) {
-                    continue;
+                    return;
                 }
                 let Some(cronjob) = controller_of(job)
                     .filter(|c| c.group == "batch" && c.kind == "CronJob")
                     .and_then(|c| unlabelled.get(&c.uid))
                 else {
-                    continue;
+                    return;
                 };
                 runs.insert(meta(job, "uid").to_owned(), cronjob.clone());
                 findings.extend(detector.cronjob_run(JOB, job, cronjob));
-            }
+            })?;
             events(Event::Scanned {
                 what: "jobs",
                 seen,
@@ -419,16 +398,13 @@ async fn scan<C: Cluster>(
 
     let mut pager = Pager::new(Res::Service, options, true);
     let mut seen = 0;
-    while let Some(mut body) = pager.next(cluster).await? {
-        let tape = pager.read(&mut body)?;
-        for svc in items(&tape) {
-            seen += 1;
-            if !audited(svc) {
-                continue;
+    while let Some(body) = pager.next(cluster).await? {
+        seen += pager.read(&body, &mut |svc| {
+            if audited(svc) {
+                findings.extend(detector.service(svc, &mut warnings));
+                say(&mut warnings, events);
             }
-            findings.extend(detector.service(svc, &mut warnings));
-            say(&mut warnings, events);
-        }
+        })?;
         events(Event::Scanned {
             what: "services",
             seen,
@@ -436,38 +412,47 @@ async fn scan<C: Cluster>(
         });
     }
 
+    // Pods: the findings of a page first, then the owner walk of those that need one
+    // (API calls, which cannot happen while the page is being read).
     let mut resolver = Resolver::default();
     let mut pager = Pager::new(Res::Pod, options, true);
     let mut seen = 0;
-    while let Some(mut body) = pager.next(cluster).await? {
-        let tape = pager.read(&mut body)?;
-        for pod in items(&tape) {
-            seen += 1;
+    while let Some(body) = pager.next(cluster).await? {
+        let mut walks: Vec<(PodRef, Vec<Finding>)> = Vec::new();
+        seen += pager.read(&body, &mut |pod| {
             if !audited(pod) {
-                continue;
+                return;
             }
             let mut found = detector.pod(pod, &mut warnings);
             say(&mut warnings, events);
-            if found.iter().any(|f| f.finding.needs_owner()) {
-                let (owner, fix) =
-                    resolver
-                        .fix_for(cluster, pod)
-                        .await
-                        .map_err(|source| Error::Api {
-                            action: "read the owners of",
-                            what: format!("pod {}/{}", meta(pod, "namespace"), meta(pod, "name")),
-                            source,
-                        })?;
-                for f in found.iter_mut().filter(|f| f.finding.needs_owner()) {
-                    f.owner.clone_from(&owner);
-                    f.fix = fix.clone();
-                }
-            }
-            if let Some(cronjob) = controller_of(pod)
+            let controller = controller_of(pod);
+            if let Some(cronjob) = controller
+                .as_ref()
                 .filter(|c| c.group == "batch" && c.kind == "Job")
                 .and_then(|c| runs.get(&c.uid))
             {
                 found.extend(detector.cronjob_run(POD, pod, cronjob));
+            }
+            if found.iter().any(|f| f.finding.needs_owner()) {
+                walks.push((PodRef::of(pod), found));
+            } else {
+                findings.extend(found);
+            }
+        })?;
+        drop(body);
+        for (pod, mut found) in walks {
+            let (owner, fix) =
+                resolver
+                    .fix_for(cluster, &pod)
+                    .await
+                    .map_err(|source| Error::Api {
+                        action: "read the owners of",
+                        what: format!("pod {}/{}", pod.namespace, pod.name),
+                        source,
+                    })?;
+            for f in found.iter_mut().filter(|f| f.finding.needs_owner()) {
+                f.owner.clone_from(&owner);
+                f.fix = fix.clone();
             }
             findings.extend(found);
         }
@@ -478,6 +463,13 @@ async fn scan<C: Cluster>(
         });
     }
     Ok(findings)
+}
+
+/// Says the warnings collected so far.
+fn say(warnings: &mut Vec<String>, events: &mut dyn FnMut(Event<'_>)) {
+    for w in warnings.drain(..) {
+        events(Event::Warning(&w));
+    }
 }
 
 /// Applies the in-place fixes; returns what remains: the pods' findings, the fixes that

@@ -25,6 +25,25 @@ pub struct ControllerRef {
     pub uid: String,
 }
 
+/// What the walk needs of a pod (the pod itself is not kept: pages are read one object
+/// at a time).
+#[derive(Clone, Debug)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub controller: Option<ControllerRef>,
+}
+
+impl PodRef {
+    pub fn of<'a, J: View<'a>>(pod: J) -> Self {
+        PodRef {
+            namespace: meta(pod, "namespace").to_owned(),
+            name: meta(pod, "name").to_owned(),
+            controller: controller_of(pod),
+        }
+    }
+}
+
 /// What the walk keeps of an owner it read.
 #[derive(Clone, Debug)]
 struct Node {
@@ -88,12 +107,12 @@ impl ControllerRef {
 
 impl Resolver {
     /// The owner a pod's fix acts on, and the fix.
-    pub async fn fix_for<'a, C: Cluster, J: View<'a>>(
+    pub async fn fix_for<C: Cluster>(
         &mut self,
         cluster: &C,
-        pod: J,
+        pod: &PodRef,
     ) -> Result<(Option<Owner>, Fix), ApiError> {
-        let (ns, name) = (meta(pod, "namespace"), meta(pod, "name"));
+        let (ns, name) = (pod.namespace.as_str(), pod.name.as_str());
         let gone = |c: &ControllerRef| {
             Fix::delete_pod(
                 ns,
@@ -104,7 +123,7 @@ impl Resolver {
                 ),
             )
         };
-        let Some(c) = controller_of(pod) else {
+        let Some(c) = pod.controller.clone() else {
             let note = "no owner: create the pod again from its manifest".to_owned();
             return Ok((None, Fix::delete_pod(ns, name, note)));
         };
@@ -241,7 +260,9 @@ mod tests {
     }
 
     async fn fix(c: &FakeCluster, r: &mut Resolver, owners: Value) -> (Option<Owner>, Fix) {
-        r.fix_for(c, &obj("a", "p", "p1", owners)).await.unwrap()
+        r.fix_for(c, &PodRef::of(&obj("a", "p", "p1", owners)))
+            .await
+            .unwrap()
     }
 
     fn owner(kind: &str, name: &str) -> Option<Owner> {
