@@ -1,5 +1,6 @@
 //! Hostile input (issue 6), by size: megabyte values in every field the rules read or
-//! echo, 100,000 variables, a review just under the 7 MiB limit and a body just over it
+//! echo, 100,000 variables, the bound on copies of the tracer variables, a review just
+//! under the 7 MiB limit and a body just over it
 //! (through the router; bodies far over the limit, over the wire, are in
 //! `hostile_http.rs`).
 
@@ -209,4 +210,48 @@ async fn megabyte_strings_within_the_limit_are_handled() {
         assert!(body.len() <= LIMIT + 1, "{name}: {} bytes", body.len());
         run_case(name, body, want).await;
     }
+}
+
+/// Every tracer variable is copied into every target container: the one step whose
+/// output grows as a product. A pod whose copies would make more than 3 MiB of patch
+/// (1,000 variables of 100 bytes into 30 containers named `istio-proxy`) gets no copies
+/// and a warning saying why (proxyMetadata still gets them); 20 such containers, under
+/// the bound, get every copy.
+#[tokio::test]
+async fn copies_of_the_tracer_variables_are_bounded_at_3_mib_of_patch() {
+    let vars: serde_json::Map<String, serde_json::Value> = (0..1000)
+        .map(|i| (format!("V{i:04}"), json!("x".repeat(100))))
+        .collect();
+    let with_sidecars = |n: usize| {
+        with(&pod(), |v| {
+            let object = &mut v["request"]["object"];
+            object["metadata"]["annotations"]["apm.datadoghq.com/env"] =
+                json!(serde_json::Value::Object(vars.clone()).to_string());
+            object["spec"]["containers"] = (0..n)
+                .map(|_| json!({"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.22.0"}))
+                .collect();
+        })
+    };
+    run_case(
+        "1,000 variables into 30 sidecars",
+        with_sidecars(30),
+        Want::AdmittedWith {
+            ops: 1,
+            warnings: &[
+                "tracepatch tracer-env: 1000 variables into 30 containers would make a patch over 3 MiB; containers left alone",
+            ],
+        },
+    )
+    .await;
+    // Under the bound: the annotation, then for each container its env list and the
+    // 1,000 variables.
+    run_case(
+        "1,000 variables into 20 sidecars",
+        with_sidecars(20),
+        Want::AdmittedWith {
+            ops: 1 + 20 * 1001,
+            warnings: &[],
+        },
+    )
+    .await;
 }
