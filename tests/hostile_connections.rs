@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Client, TestCerts, pod_review, served_within_5s, tls_connect};
+use support::{Client, KillOnDrop, TestCerts, pod_review, served_within_5s, tls_connect};
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -87,8 +87,9 @@ async fn a_flood_of_idle_connections_is_bounded_in_memory_and_does_not_stop_serv
     let dir = tempfile::tempdir().unwrap();
     let certs = TestCerts::new(dir.path(), "serving");
     let max = MAX_CONNECTIONS.to_string();
-    let (mut child, addr) = spawn_binary(&certs, &["--max-connections", &max]);
-    let pid = child.id();
+    let (child, addr) = spawn_binary(&certs, &["--max-connections", &max]);
+    let child = KillOnDrop(child);
+    let pid = child.0.id();
     // Warm up: a few requests, so that the baseline includes the worker buffers.
     let mut client = Client::connect(addr, certs.ca_der(), true).await;
     for _ in 0..10 {
@@ -122,6 +123,5 @@ async fn a_flood_of_idle_connections_is_bounded_in_memory_and_does_not_stop_serv
         "RSS grew from {before} KiB to {peak} KiB under {FLOOD} idle connections"
     );
     drop(idle);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 }

@@ -11,13 +11,13 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
-use support::{TestCerts, tls_connect};
+use support::{KillOnDrop, TestCerts, tls_connect};
 
 /// In every value of the objects and requests below; in no log line.
 const MARK: &str = "ZQ7MARK";
@@ -25,7 +25,7 @@ const MARK: &str = "ZQ7MARK";
 /// The binary on ephemeral loopback ports with JSON logs; the admission address and the
 /// readers of its standard output and error.
 struct Server {
-    child: Child,
+    child: KillOnDrop,
     addr: SocketAddr,
     stdout: std::thread::JoinHandle<Vec<String>>,
     stderr: std::thread::JoinHandle<String>,
@@ -76,7 +76,7 @@ fn start(certs: &TestCerts, rust_log: Option<&str>) -> Server {
         seen
     });
     Server {
-        child,
+        child: KillOnDrop(child),
         addr,
         stdout,
         stderr,
@@ -87,11 +87,11 @@ impl Server {
     /// SIGTERM (the log writer flushes on a graceful exit), then everything it printed.
     fn stop(mut self) -> (Vec<String>, String) {
         let killed = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.child.0.id().to_string()])
             .status()
             .unwrap();
         assert!(killed.success());
-        let status = self.child.wait().unwrap();
+        let status = self.child.0.wait().unwrap();
         assert!(status.success(), "tracepatch exited with {status}");
         (self.stdout.join().unwrap(), self.stderr.join().unwrap())
     }

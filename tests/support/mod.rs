@@ -226,3 +226,14 @@ pub fn pod_review() -> Vec<u8> {
     ))
     .unwrap()
 }
+
+/// A child process that is killed when dropped, so that a failing test does not leave
+/// a server running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
