@@ -609,7 +609,7 @@ async fn wrong_types_in_the_review_envelope() {
         (
             "review: operation a number",
             set(&pod, "/request/operation", json!(1)),
-            Want::Refused(400, "request.operation is None"),
+            Want::Refused(400, "request.operation is missing or not a string"),
         ),
         (
             "review: operation lower case",
@@ -799,13 +799,13 @@ fn sweep_want(ptr: &str, value: Option<&Value>) -> Want {
         },
         "/request/operation" => refused(match text {
             Some("") => {
-                "invalid AdmissionReview: request.operation is Some(\"\"), expected CREATE, UPDATE, DELETE or CONNECT"
+                "invalid AdmissionReview: request.operation is \"\", expected CREATE, UPDATE, DELETE or CONNECT"
             }
             Some("8126") => {
-                "invalid AdmissionReview: request.operation is Some(\"8126\"), expected CREATE, UPDATE, DELETE or CONNECT"
+                "invalid AdmissionReview: request.operation is \"8126\", expected CREATE, UPDATE, DELETE or CONNECT"
             }
             _ => {
-                "invalid AdmissionReview: request.operation is None, expected CREATE, UPDATE, DELETE or CONNECT"
+                "invalid AdmissionReview: request.operation is missing or not a string, expected CREATE, UPDATE, DELETE or CONNECT"
             }
         }),
         _ => Want::Admitted,

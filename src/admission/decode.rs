@@ -107,9 +107,12 @@ pub fn review(engine: &Engine, body: &[u8]) -> Result<Reviewed, ReviewError> {
         Some("DELETE") => Operation::Delete,
         Some("CONNECT") => Operation::Connect,
         other => {
+            let got = match other {
+                Some(op) => format!("{:?}", shown(op)),
+                None => "missing or not a string".to_owned(),
+            };
             return Err(ReviewError::Decode(format!(
-                "request.operation is {:?}, expected CREATE, UPDATE, DELETE or CONNECT",
-                other.map(shown)
+                "request.operation is {got}, expected CREATE, UPDATE, DELETE or CONNECT"
             )));
         }
     };
