@@ -260,6 +260,7 @@ const CASES: &[Case] = &[
     unchanged("agent-sidecar/opted-out", &[]),
     changes("cronjob-app/annotated-pod-template", &[]),
     changes("cronjob-app/cronjob-app-label", &[]),
+    changes("cronjob-app/empty-app-label", &[]),
     unchanged("cronjob-app/generate-name", &["no name yet (generateName)"]),
     changes("cronjob-app/no-labels", &[]),
     changes("cronjob-app/template-app-kubernetes-io-name", &[]),

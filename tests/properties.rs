@@ -1040,11 +1040,18 @@ fn expect_cronjob(cj: &mut Value) {
     if has_app(Some(template)) {
         return;
     }
-    // The first source present is the value; an empty one is not used (and then none is).
+    // The first non-empty source is the value (an empty label names no service).
+    let non_empty = |v: &&str| !v.is_empty();
     let value = label(&before, "app")
-        .or_else(|| label(template, "app.kubernetes.io/name"))
-        .or_else(|| before.pointer("/metadata/name").and_then(Value::as_str))
-        .filter(|v| !v.is_empty() && label_value_ok(v));
+        .filter(non_empty)
+        .or_else(|| label(template, "app.kubernetes.io/name").filter(non_empty))
+        .or_else(|| {
+            before
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .filter(non_empty)
+        })
+        .filter(|v| label_value_ok(v));
     let Some(value) = value else {
         return;
     };

@@ -43,15 +43,18 @@ pub fn apply<'a, J: Json<'a>>(cronjob: J, cfg: &CronJobApp, cx: &mut Ctx<'_>) {
     if label(Some(pod_template), key).is_some() {
         return;
     }
+    // An empty label names no service: the next source is used.
+    let non_empty = |v: &&str| !v.is_empty();
     let value = meta_str(cronjob, "labels", key)
-        .or_else(|| meta_str(pod_template, "labels", "app.kubernetes.io/name"))
+        .filter(non_empty)
+        .or_else(|| meta_str(pod_template, "labels", "app.kubernetes.io/name").filter(non_empty))
         .or_else(|| {
             cronjob
                 .get("metadata")
                 .and_then(|m| m.get("name"))
                 .and_then(J::as_str)
-        })
-        .filter(|v| !v.is_empty());
+                .filter(non_empty)
+        });
     let Some(value) = value else {
         cx.warn(format!(
             "CronJob has no name yet (generateName) and no label to copy; {key} label not set"
