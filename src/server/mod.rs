@@ -125,7 +125,10 @@ impl Server {
         };
         let readiness = Arc::new(Readiness::default());
         let certs = CertStore::new();
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(match &args.certificates {
+            Certificates::SelfManaged(_) => Metrics::with_ca_bundle_check(),
+            _ => Metrics::new(),
+        });
         let background = TaskTracker::new();
         let stop_background = CancellationToken::new();
 
@@ -134,6 +137,9 @@ impl Server {
             Certificates::SelfManaged(options) => {
                 let namespace =
                     certs::self_managed::resolve_namespace(options.namespace.as_deref())?;
+                // Before the health port opens: /readyz and /metrics must not report the
+                // caBundle as trusted until the first check says so.
+                certs.require_ca_bundle();
                 let client = kube::Client::try_default()
                     .await
                     .context("cannot build a Kubernetes client for self-managed certificates")?;

@@ -141,7 +141,7 @@ async fn readyz(State(state): State<Arc<HealthState>>) -> Response {
 }
 
 async fn serve_metrics(State(state): State<Arc<HealthState>>) -> Response {
-    let text = state.metrics.encode(&state.certs);
+    let text = state.metrics.encode(&state.readiness, &state.certs);
     let mut response = Response::new(Body::from(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
