@@ -261,10 +261,17 @@ EXPR_MUTATIONS = [
     ("3 days -> 4 days", "TracepatchServingCertificateExpiring", "critical", "< 3 * 86400", "< 4 * 86400"),
     ("more than 5 -> 5 or more", "TracepatchInvalidRequests", "warning", ") > 5", ") >= 5"),
     ("result=\"invalid\" -> any result", "TracepatchInvalidRequests", "warning", '{result="invalid"}', ""),
-    ("a replica without a certificate counted as ready", "TracepatchNoReadyReplica", "critical",
-     '{job=~".*tracepatch.*"} > 0', '{job=~".*tracepatch.*"} >= 0'),
+    ("a replica that is not ready counted as ready", "TracepatchNoReadyReplica", "critical",
+     'tracepatch_ready{job=~".*tracepatch.*"} == 1', 'tracepatch_ready{job=~".*tracepatch.*"} >= 0'),
+    ("readiness approximated by a certificate being served", "TracepatchNoReadyReplica", "critical",
+     'tracepatch_ready{job=~".*tracepatch.*"} == 1',
+     'tracepatch_serving_certificate_expiry_timestamp_seconds{job=~".*tracepatch.*"} > 0'),
     ("per job -> all jobs together", "TracepatchNoReadyReplica", "critical", "count by (namespace, job)", "count"),
     ("the absent() arm dropped", "TracepatchNoReadyReplica", "critical", "\nor\nabsent(up{job=~\".*tracepatch.*\"})", ""),
+    ("trusted replicas counted", "TracepatchCaBundleNotTrusted", "warning",
+     "tracepatch_ca_bundle_trusted == 0", "tracepatch_ca_bundle_trusted <= 1"),
+    ("an absent series counted as untrusted", "TracepatchCaBundleNotTrusted", "warning",
+     "tracepatch_ca_bundle_trusted == 0", "tracepatch_ready unless tracepatch_ca_bundle_trusted == 1"),
 ]
 WEBHOOK_REGEX_TEXT = r'name=~"(pods|services|cronjobs)\\.tracepatch\\.io"'
 
@@ -420,6 +427,8 @@ REQUIRED_PANELS = {
     "rules applied by rule": ("tracepatch_rules_applied_total", {"rule"}),
     "warnings by rule": ("tracepatch_warnings_total", {"rule"}),
     "certificate expiry": ("tracepatch_serving_certificate_expiry_timestamp_seconds", set()),
+    "ready replicas": ("tracepatch_ready", set()),
+    "caBundle trust per job": ("tracepatch_ca_bundle_trusted", {"job"}),
 }
 
 
@@ -529,8 +538,12 @@ def check_runbooks(rules_doc: dict, default_base: str) -> None:
         expect("kubectl" in body, f"{r['alert']}: runbook confirms with kubectl", "no kubectl command")
         expect(any(s.metric and s.metric in body for s in promql.analyse(r["expr"]).selectors),
                f"{r['alert']}: runbook shows the alert's series", "none of them")
-    expect("cabundle" in " ".join(sections).lower() or "caBundle" in text,
-           "docs/runbooks.md explains the caBundle check that is not an alert", "missing")
+    # tracepatch_ca_bundle_trusted exists in self-managed mode only: the runbook must say
+    # what covers a caBundle tracepatch does not manage.
+    body = sections.get("tracepatchcabundlenottrusted", "")
+    expect(all(w in body for w in ("self-managed", "cert-manager", "TracepatchWebhookFailingOpen")),
+           "docs/runbooks.md: the caBundle runbook covers the modes without tracepatch_ca_bundle_trusted",
+           "it must name self-managed, cert-manager and TracepatchWebhookFailingOpen")
 
 
 # ---------------------------------------------------------------------------------------
