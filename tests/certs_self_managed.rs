@@ -1359,3 +1359,49 @@ async fn match_conditions_follow_the_loaded_configuration() {
     assert!(second.match_conditions_written.is_empty());
     assert_eq!(r.readiness.check(&r.store), Ok(()));
 }
+
+#[tokio::test]
+async fn a_ca_bundle_that_no_longer_trusts_us_and_cannot_be_fixed_makes_the_replica_unready() {
+    let (client, handle) = mock();
+    let r = replica();
+    let rec = reconciler(client, &r);
+    let (ca, serving) = material(3650, 365);
+    let other = issue::generate_ca("someone else's CA", 3650 * DAY).unwrap();
+    let secret = tls_secret(&ca.cert, &ca.key, &serving, "3");
+    let (s1, s2) = (secret.clone(), secret);
+    let ca_pem = ca.cert.clone();
+    let script = tokio::spawn(serve_script(
+        handle,
+        vec![
+            step(Method::GET, SECRET, move |_| ok(s1)),
+            step(Method::GET, MWC, move |_| ok(mwc_json(Some(&ca_pem), "5"))),
+            // Someone replaced the caBundle, and our patch is refused (RBAC taken away).
+            step(Method::GET, SECRET, move |_| ok(s2)),
+            step(Method::GET, MWC, move |_| {
+                ok(mwc_json(Some(&other.cert), "6"))
+            }),
+            step(Method::PATCH, MWC, |_| {
+                status(403, "Forbidden", "cannot patch")
+            }),
+        ],
+    ));
+
+    rec.reconcile_once().await.unwrap();
+    assert_eq!(r.readiness.check(&r.store), Ok(()));
+    let err = rec.reconcile_once().await.unwrap_err();
+    drop(rec);
+    script.await.unwrap();
+
+    assert!(
+        matches!(
+            err,
+            SelfManagedError::Api {
+                action: "patch",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The read showed the apiserver cannot verify what we serve: not ready.
+    assert!(r.readiness.check(&r.store).is_err());
+}

@@ -50,6 +50,13 @@ impl Reconciler {
             }
             let mut written = Written::default();
             let mut patches = Vec::new();
+            // Whether every webhook, as read, trusts the CA of what this replica serves.
+            let served = self
+                .served_ca
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let mut serving_trusted = true;
             for w in &webhooks {
                 let mut patch = json!({ "name": w.name });
                 let actual = w
@@ -58,6 +65,9 @@ impl Reconciler {
                     .as_ref()
                     .and_then(|b| issue::parse_certs(&b.0, "caBundle").ok())
                     .unwrap_or_default();
+                if served.as_ref().is_some_and(|ca| !actual.contains(ca)) {
+                    serving_trusted = false;
+                }
                 if !same_set(&actual, &material.bundle) {
                     patch["clientConfig"] = json!({ "caBundle": desired_b64 });
                     written.ca_bundle.push(w.name.clone());
@@ -107,6 +117,12 @@ impl Reconciler {
                     tracing::info!(webhook_config = %object, "the webhook configuration changed while writing it; reading it again");
                 }
                 Err(source) => {
+                    // The read worked, so this is known, not an API hiccup: if the
+                    // caBundle as read does not trust what we serve, the apiserver's
+                    // calls fail TLS, and /readyz must say so.
+                    if !serving_trusted {
+                        self.store.set_ca_bundle_ok(false);
+                    }
                     return Err(SelfManagedError::Api {
                         action: "patch",
                         object,
