@@ -223,7 +223,6 @@ fn shell_quote(s: &str) -> String {
 // === impl Finding ===
 
 impl Finding {
-    #[allow(clippy::too_many_arguments)]
     fn new<'a, J: View<'a>>(
         kind: &'static str,
         obj: J,

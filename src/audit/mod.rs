@@ -2,9 +2,10 @@
 //! cannot repair at admission because the object already exists.
 //!
 //! A webhook acts only on objects admitted after it is installed. The audit reads Pods,
-//! Services and CronJobs through the API (paginated: one page in memory at a time, only
-//! findings kept), asks the rules what they would change ([`detect`], the same
-//! [`Engine`] as the webhook), and for pods that already run, names the owner to restart
+//! Services and CronJobs through the API (paginated, each page read one object at a
+//! time: in memory a page's JSON text and one object; of the objects only the findings
+//! are kept), asks the rules what they would change ([`detect`], the same [`Engine`] as
+//! the webhook), and for pods that already run, names the owner to restart
 //! ([`owners`]). `--fix` patches what can change in place ([`fix`]: Services and
 //! CronJobs). Namespaces and objects that opted out, and the excluded namespaces, are
 //! left out, as the webhook's selectors leave them out.
