@@ -342,7 +342,15 @@ def check_contract(objs: list[dict], label: str, namespace: str = NAMESPACE) -> 
 # ---------------------------------------------------------------------------------------
 
 @group("invariants")
+def is_audit_rbac(o: dict) -> bool:
+    """The optional RBAC of `tracepatch audit` (audit.rbac), checked in its scenario."""
+    return o["kind"] in {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"} and \
+        re.search(r"-audit(-fix)?$", o["metadata"]["name"]) is not None
+
+
 def check_invariants(objs: list[dict], label: str, namespace: str) -> None:
+    # The server's own objects; the audit command's RBAC is not the server's.
+    objs = [o for o in objs if not is_audit_rbac(o)]
     mwc = one(objs, "MutatingWebhookConfiguration")
     mwc_name = mwc["metadata"]["name"]
     deploy = one(objs, "Deployment")
@@ -713,6 +721,7 @@ SCENARIOS = {
                    RELEASE, NAMESPACE),
     "configFile (OTel profile)": ({"configFile": OTEL_CONFIG.read_text()}, RELEASE, NAMESPACE),
     "matchConditions off": ({"webhook": {"matchConditions": {"enabled": False}}}, RELEASE, NAMESPACE),
+    "audit RBAC with --fix": ({"audit": {"rbac": True, "fix": True}}, RELEASE, NAMESPACE),
     "custom config": ({"config": {"cronJobApp": {"label": "service"}}}, RELEASE, NAMESPACE),
     "custom config, custom conditions": ({"config": {"cronJobApp": {"label": "service"}},
                                           "webhook": {"matchConditions": {"custom": CUSTOM_CONDITIONS}}},
@@ -773,6 +782,7 @@ def check_schema_rejections() -> None:
         "unknown image.pullPolicy": {"image": {"pullPolicy": "Sometimes"}},
         "prometheusRule.enabled as a string": {"prometheusRule": {"enabled": "yes"}},
         "matchConditions.enabled as a string": {"webhook": {"matchConditions": {"enabled": "yes"}}},
+        "audit.rbac as a string": {"audit": {"rbac": "yes"}},
         "matchConditions.custom for an unknown webhook": {"webhook": {"matchConditions": {"custom": {
             "deployments.tracepatch.io": [{"name": "x", "expression": "true"}]}}}},
         "a custom condition without an expression": {"webhook": {"matchConditions": {"custom": {
@@ -925,6 +935,16 @@ def check_scenario_specifics(renders: dict) -> None:
     expect_eq(conditions("default"), [shipped[n] for n in ("pods.tracepatch.io", "services.tracepatch.io",
                                                            "cronjobs.tracepatch.io")],
               "default rules configuration: the rendered matchConditions of files/match-conditions.yaml")
+    objs, _ = renders["audit RBAC with --fix"]
+    roles = sorted(o["metadata"]["name"] for o in find(objs, "ClusterRole") if "audit" in o["metadata"]["name"])
+    expect(len(roles) == 2 and find(objs, "ServiceAccount", "tracepatch-audit"),
+           "audit.rbac and audit.fix: the audit ServiceAccount and its read and fix ClusterRoles", str(roles))
+    expect_eq([o for o in find(renders["default"][0], "ServiceAccount") if o["metadata"]["name"].endswith("-audit")], [],
+              "no audit RBAC by default")
+    fix_rules = [r for o in find(objs, "ClusterRole") if "fix" in o["metadata"]["name"] for r in o["rules"]]
+    expect(fix_rules and all("pods" not in r.get("resources", []) and set(r["verbs"]) <= {"get", "patch"}
+                             for r in fix_rules),
+           "audit --fix role: get and patch only, never pods", short(fix_rules))
     def sync(label):
         return "--sync-match-conditions" in container(one(renders[label][0], "Deployment"))["args"]
     expect(sync("custom config") and sync("default") and not sync("matchConditions off"),
