@@ -218,29 +218,8 @@ fn json_error(body: &[u8], simd: &simd_json::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::API_VERSION;
-    use serde_json::{Value, json};
-
-    fn review_of(request: Value) -> Vec<u8> {
-        serde_json::to_vec(
-            &json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": request}),
-        )
-        .unwrap()
-    }
-
-    fn pod_request(object: Value) -> Value {
-        json!({
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "operation": "CREATE",
-            "namespace": "default",
-            "userInfo": {"username": "admin"},
-            "object": object,
-            "oldObject": null,
-            "dryRun": false
-        })
-    }
+    use crate::admission::testing::{pod_request, review_of};
+    use serde_json::json;
 
     #[test]
     fn lone_surrogate_escapes_are_found_and_pairs_and_escaped_backslashes_are_not() {

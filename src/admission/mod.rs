@@ -29,6 +29,37 @@ mod response;
 
 pub use decode::{ReviewError, review};
 
+/// Reviews for the unit tests of decoding and the response.
+#[cfg(test)]
+mod testing {
+    use serde_json::{Value, json};
+
+    use super::API_VERSION;
+
+    /// The body of an AdmissionReview around `request`.
+    pub(crate) fn review_of(request: Value) -> Vec<u8> {
+        serde_json::to_vec(
+            &json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": request}),
+        )
+        .unwrap()
+    }
+
+    /// A pod CREATE request for `object`.
+    pub(crate) fn pod_request(object: Value) -> Value {
+        json!({
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE",
+            "namespace": "default",
+            "userInfo": {"username": "admin"},
+            "object": object,
+            "oldObject": null,
+            "dryRun": false
+        })
+    }
+}
+
 /// The only AdmissionReview version served (the apiserver sends what the webhook
 /// configuration's `admissionReviewVersions` lists: `["v1"]`).
 pub const API_VERSION: &str = "admission.k8s.io/v1";

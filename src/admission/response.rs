@@ -121,30 +121,10 @@ fn warnings(out: &Outcome) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::admission::review;
+    use crate::admission::testing::{pod_request, review_of};
     use crate::engine::Engine;
     use crate::rules::RuleId;
     use serde_json::json;
-
-    fn review_of(request: Value) -> Vec<u8> {
-        serde_json::to_vec(
-            &json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": request}),
-        )
-        .unwrap()
-    }
-
-    fn pod_request(object: Value) -> Value {
-        json!({
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "operation": "CREATE",
-            "namespace": "default",
-            "userInfo": {"username": "admin"},
-            "object": object,
-            "oldObject": null,
-            "dryRun": false
-        })
-    }
 
     #[test]
     fn response_carries_uid_base64_patch_and_audit_annotation() {
