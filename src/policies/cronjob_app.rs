@@ -37,11 +37,12 @@ pub fn policy(cfg: &CronJobApp, opt_out: &str) -> Option<Policy> {
         variables: vec![
             Variable::new(
                 "value",
-                "The first of these that is set, even to \"\" (which then sets nothing).\n\
-                 (With generateName the name is not known yet at admission: nothing is set.)",
+                "The first of these that is set and not empty (an empty label names no\n\
+                 service). (With generateName the name is not known yet at admission: nothing\n\
+                 is set.)",
                 &format!(
-                    "object.?metadata.?labels[?{key}]\n  \
-                     .or({T}.?metadata.?labels[?{name_label}])\n  \
+                    "object.?metadata.?labels[?{key}].optFlatMap(v, v != \"\" ? optional.of(v) : optional.none())\n  \
+                     .or({T}.?metadata.?labels[?{name_label}].optFlatMap(v, v != \"\" ? optional.of(v) : optional.none()))\n  \
                      .or(object.?metadata.?name)\n  \
                      .orValue(\"\")"
                 ),

@@ -376,7 +376,7 @@ fn cronjob_app_uses_the_configured_label() {
         r#"!("app" in object.?spec.?jobTemplate.?spec.?template.?metadata.?labels.orValue({}))"#
     ));
     assert!(cel.contains(r#"object.?metadata.?labels[?"app"]"#));
-    assert!(cel.contains(r#".or(object.?spec.?jobTemplate.?spec.?template.?metadata.?labels[?"app.kubernetes.io/name"])"#));
+    assert!(cel.contains(r#".or(object.?spec.?jobTemplate.?spec.?template.?metadata.?labels[?"app.kubernetes.io/name"].optFlatMap(v, v != "" ? optional.of(v) : optional.none()))"#));
     assert!(cel.contains(".or(object.?metadata.?name)"));
     assert!(cel.contains(r#"labels: {"app": variables.value}"#));
 
