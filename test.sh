@@ -48,6 +48,8 @@ if tests/e2e/local.sh --check >/dev/null 2>&1; then
   tests/e2e/local.sh
   # tracepatch audit against the same apiserver (it skips, saying why, without one).
   tests/audit/run.sh
+  # Rules 2-4 as MutatingAdmissionPolicies, equal to the webhook on the same apiserver.
+  tests/policies/run.sh
 elif tests/e2e/run.sh --check-installed >/dev/null 2>&1; then
   tests/e2e/run.sh
 else
