@@ -3,7 +3,9 @@
 //! owner already set the inject label or annotation.
 
 use super::cel::{GlobRegex, glob_regex, lit, selector};
-use super::{Condition, Mutation, PatchKind, Policy, Resource, Variable, opt_out_condition};
+use super::{
+    Condition, Mutation, PatchKind, Policy, Resource, Variable, only_when, opt_out_condition,
+};
 use crate::config::{AgentSidecar, ImagePattern};
 use crate::rules::agent_sidecar::{DATAPLANE_MODE, INJECT};
 
@@ -56,8 +58,13 @@ pub fn policy(cfg: &AgentSidecar, opt_out: &str) -> Option<Policy> {
         String::new()
     };
     let expression = format!(
-        "!({}) ? Object{{}} : Object{{\n  metadata: Object.metadata{{\n    labels: {{\n      {inject}: \"false\"{ambient}\n    }},\n    annotations: {{\n      {inject}: \"false\"\n    }}\n  }}\n}}",
-        is_agent.join(" || ")
+        "Object{{\n  metadata: Object.metadata{{\n    labels: {{\n      {inject}: \"false\"{ambient}\n    }},\n    annotations: {{\n      {inject}: \"false\"\n    }}\n  }}\n}}"
+    );
+    let agent_pod = only_when(
+        "agent-pod",
+        "the agent's pods (agentByLabels || agentByImage)",
+        &is_agent.join(" || "),
+        &variables,
     );
     let ambient_doc = if cfg.ambient_opt_out {
         format!(
@@ -89,6 +96,7 @@ pub fn policy(cfg: &AgentSidecar, opt_out: &str) -> Option<Policy> {
                      !({inject} in object.?metadata.?annotations.orValue({{}}))"
                 ),
             ),
+            agent_pod,
         ],
         variables,
         mutations: vec![Mutation {
@@ -97,7 +105,7 @@ pub fn policy(cfg: &AgentSidecar, opt_out: &str) -> Option<Policy> {
                 "ApplyConfiguration: the change is two entries in metadata.labels and one in\n\
                       metadata.annotations. Server-side apply merges them into the maps, creating\n\
                       a missing map and never touching other keys, and the keys (with '/') need\n\
-                      no JSON Pointer escaping. Object{} when the pod is not an agent's: no change."
+                      no JSON Pointer escaping."
                     .into(),
             expression,
         }],

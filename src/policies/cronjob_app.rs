@@ -2,7 +2,9 @@
 //! and job template, where absent.
 
 use super::cel::lit;
-use super::{Condition, Mutation, PatchKind, Policy, Resource, Variable, opt_out_condition};
+use super::{
+    Condition, Mutation, PatchKind, Policy, Resource, Variable, only_when, opt_out_condition,
+};
 use crate::config::CronJobApp;
 
 /// The label on the pod template the value falls back to, after the CronJob's own.
@@ -16,6 +18,33 @@ pub fn policy(cfg: &CronJobApp, opt_out: &str) -> Option<Policy> {
     let key = lit(cfg.label.as_str());
     let name_label = lit(NAME_LABEL);
     const T: &str = "object.?spec.?jobTemplate.?spec.?template";
+    let variables = vec![
+        Variable::new(
+            "value",
+            "The first of these that is set and not empty (an empty label names no\n\
+             service). (With generateName the name is not known yet at admission: nothing\n\
+             is set.)",
+            &format!(
+                "object.?metadata.?labels[?{key}].optFlatMap(v, v != \"\" ? optional.of(v) : optional.none())\n  \
+                 .or({T}.?metadata.?labels[?{name_label}].optFlatMap(v, v != \"\" ? optional.of(v) : optional.none()))\n  \
+                 .or(object.?metadata.?name)\n  \
+                 .orValue(\"\")"
+            ),
+        ),
+        Variable::new(
+            "valid",
+            "A non-empty valid label value (63 characters at most, alphanumeric at both\n\
+             ends, '-', '_', '.' inside).",
+            "variables.value != \"\" && variables.value.size() <= 63 &&\n\
+             variables.value.matches(\"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$\")",
+        ),
+    ];
+    let valid_value = only_when(
+        "valid-value",
+        "a CronJob that gets a label (valid)",
+        "variables.valid",
+        &variables,
+    );
     Some(Policy {
         rule: "cronjob-app",
         about: format!(
@@ -33,28 +62,9 @@ pub fn policy(cfg: &CronJobApp, opt_out: &str) -> Option<Policy> {
                 "A pod template that has the label already is left alone.",
                 &format!("{T}.hasValue() &&\n!({key} in {T}.?metadata.?labels.orValue({{}}))"),
             ),
+            valid_value,
         ],
-        variables: vec![
-            Variable::new(
-                "value",
-                "The first of these that is set and not empty (an empty label names no\n\
-                 service). (With generateName the name is not known yet at admission: nothing\n\
-                 is set.)",
-                &format!(
-                    "object.?metadata.?labels[?{key}].optFlatMap(v, v != \"\" ? optional.of(v) : optional.none())\n  \
-                     .or({T}.?metadata.?labels[?{name_label}].optFlatMap(v, v != \"\" ? optional.of(v) : optional.none()))\n  \
-                     .or(object.?metadata.?name)\n  \
-                     .orValue(\"\")"
-                ),
-            ),
-            Variable::new(
-                "valid",
-                "A non-empty valid label value (63 characters at most, alphanumeric at both\n\
-                 ends, '-', '_', '.' inside).",
-                "variables.value != \"\" && variables.value.size() <= 63 &&\n\
-                 variables.value.matches(\"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$\")",
-            ),
-        ],
+        variables,
         mutations: vec![Mutation {
             kind: PatchKind::ApplyConfiguration,
             comment:
@@ -64,7 +74,7 @@ pub fn policy(cfg: &CronJobApp, opt_out: &str) -> Option<Policy> {
                       template's entry is only given where that label is absent."
                     .into(),
             expression: format!(
-                "!variables.valid ? Object{{}} : Object{{\n  \
+                "Object{{\n  \
                  spec: Object.spec{{\n    \
                  jobTemplate: Object.spec.jobTemplate{{\n      \
                  metadata: Object.spec.jobTemplate.metadata{{\n        \

@@ -290,6 +290,80 @@ fn unsupported_globs_are_noted_and_match_nothing() {
     assert!(!cel.contains("**"));
 }
 
+/// `expression` without its double-quoted string literals.
+fn outside_literals(expression: &str) -> String {
+    let mut out = String::new();
+    let (mut in_lit, mut escaped) = (false, false);
+    for c in expression.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_lit => escaped = true,
+            '"' => in_lit = !in_lit,
+            c if !in_lit => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn inlined_variables_keep_literals_word_boundaries_and_order() {
+    let vars = [
+        Variable::new("ports", "", "object.?spec.?ports.orValue([])"),
+        Variable::new("portNames", "", "variables.ports.map(p, p.name)"),
+        Variable::new("renames", "", "variables.portNames.filter(n, n != \"variables.ports\")"),
+    ];
+    assert_eq!(
+        inline_variables("size(variables.renames) > 0", &vars),
+        "size((((object.?spec.?ports.orValue([])).map(p, p.name)).filter(n, n != \"variables.ports\"))) > 0"
+    );
+    // A literal that reads like a reference, escaped quotes in it, an identifier that only
+    // ends in "variables", and an unknown variable are all left as they are.
+    assert_eq!(
+        inline_variables(r#""a\"variables.ports" + xvariables.ports + variables.other"#, &vars),
+        r#""a\"variables.ports" + xvariables.ports + variables.other"#
+    );
+    // A variable reads only the ones before it: a later one's name is not replaced there.
+    assert_eq!(
+        inline_variables("variables.ports", &[Variable::new("ports", "", "variables.renames")]),
+        "(variables.renames)"
+    );
+}
+
+#[test]
+fn every_policy_runs_its_mutations_only_where_they_change_something() {
+    let configs = [
+        Config::default(),
+        config("tracePort:\n  mode: name\n  ports:\n    - {name: traceport, port: 8126}\n"),
+        config("tracePort:\n  renamePodPorts: true\n  ports:\n    - name: traceport\n    - port: 8126\n"),
+        config(
+            "tracePort:\n  mode: name\n  renamePodPorts: true\n  ports:\n    - name: traceport\n",
+        ),
+        config("agentSidecar:\n  selectors: []\n  images: [\"example.com/agent*\"]\n"),
+    ];
+    for cfg in &configs {
+        let d = docs(&rendered(cfg, &Options::default()).yaml);
+        for name in names(&d, "MutatingAdmissionPolicy") {
+            let rule = name.trim_start_matches("tracepatch-");
+            let conditions = policy(&d, rule)["spec"]["matchConditions"].as_array().unwrap();
+            let last = conditions.last().unwrap();
+            let expected = match rule {
+                "agent-sidecar" => "agent-pod",
+                "cronjob-app" => "valid-value",
+                _ => "changes-something",
+            };
+            assert_eq!(last["name"], expected, "{name}");
+            for c in conditions {
+                let cel = c["expression"].as_str().unwrap();
+                // The apiserver refuses a matchCondition that reads variables.
+                assert!(!outside_literals(cel).contains("variables."), "{name}: {cel}");
+            }
+            // No mutation keeps a branch that changes nothing: the condition decides.
+            assert!(!all_cel(policy(&d, rule)).contains("Object{}"), "{name}");
+        }
+    }
+}
+
 #[test]
 fn trace_port_app_protocol_mode() {
     let d = default_docs();

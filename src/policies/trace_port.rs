@@ -3,7 +3,9 @@
 //! renamed and Service `targetPort`s following them.
 
 use super::cel::{list, lit};
-use super::{Mutation, PatchKind, Policy, Resource, Variable, opt_out_condition};
+use super::{
+    Condition, Mutation, PatchKind, Policy, Resource, Variable, only_when, opt_out_condition,
+};
 use crate::config::{PortMatcher, PortMode, TracePort};
 use crate::names::is_iana_svc_name;
 
@@ -28,19 +30,25 @@ pub fn service_policy(cfg: &TracePort, opt_out: &str) -> Option<Policy> {
         "object.?spec.?ports.orValue([])",
     )];
     let mut mutations = Vec::new();
+    // For each mutation, whether it patches anything.
+    let mut changes: Vec<String> = Vec::new();
     let what = match cfg.mode {
         PortMode::AppProtocol => {
+            let wanted = format!(
+                "{IS_TCP} &&\n  \
+                 ({matches}) &&\n  \
+                 !has(p.appProtocol) &&\n  \
+                 !{}",
+                declares_protocol("p.?name.orValue(\"\")", false)
+            );
+            changes.push(format!("variables.ports.exists(p,\n  {wanted})"));
             mutations.push(Mutation {
                 kind: PatchKind::JsonPatch,
                 comment: JSON_PATCH_WHY.into(),
                 expression: format!(
                     "variables.ports.transformList(i, p,\n  \
-                     {IS_TCP} &&\n  \
-                     ({matches}) &&\n  \
-                     !has(p.appProtocol) &&\n  \
-                     !{},\n  \
-                     JSONPatch{{op: \"add\", path: \"/spec/ports/\" + string(i) + \"/appProtocol\", value: \"tcp\"}})",
-                    declares_protocol("p.?name.orValue(\"\")", false)
+                     {wanted},\n  \
+                     JSONPatch{{op: \"add\", path: \"/spec/ports/\" + string(i) + \"/appProtocol\", value: \"tcp\"}})"
                 ),
             });
             "A matching TCP port gets appProtocol: tcp when it has no appProtocol and its name\n\
@@ -75,6 +83,9 @@ pub fn service_policy(cfg: &TracePort, opt_out: &str) -> Option<Policy> {
                     declares_protocol("p.?name.orValue(\"\")", true)
                 ),
             ));
+            // A rename is made exactly when some candidate's new name is not taken: the
+            // first candidate with that name gets it.
+            changes.push("variables.renames.exists(c, !(c.name in variables.portNames))".into());
             mutations.push(Mutation {
                 kind: PatchKind::JsonPatch,
                 comment: format!(
@@ -97,6 +108,13 @@ pub fn service_policy(cfg: &TracePort, opt_out: &str) -> Option<Policy> {
     if cfg.rename_pod_ports {
         let targets = renamed_targets(&cfg.ports);
         if !targets.is_empty() {
+            let follows = format!(
+                "{IS_TCP} &&\n  \
+                 has(p.targetPort) && type(p.targetPort) == string &&\n  \
+                 p.targetPort in {}",
+                list(&targets)
+            );
+            changes.push(format!("variables.ports.exists(p,\n  {follows})"));
             mutations.insert(
                 0,
                 Mutation {
@@ -107,11 +125,8 @@ pub fn service_policy(cfg: &TracePort, opt_out: &str) -> Option<Policy> {
                         .into(),
                     expression: format!(
                         "variables.ports.transformList(i, p,\n  \
-                         {IS_TCP} &&\n  \
-                         has(p.targetPort) && type(p.targetPort) == string &&\n  \
-                         p.targetPort in {},\n  \
-                         JSONPatch{{op: \"add\", path: \"/spec/ports/\" + string(i) + \"/targetPort\", value: \"tcp-\" + p.targetPort}})",
-                        list(&targets)
+                         {follows},\n  \
+                         JSONPatch{{op: \"add\", path: \"/spec/ports/\" + string(i) + \"/targetPort\", value: \"tcp-\" + p.targetPort}})"
                     ),
                 },
             );
@@ -124,7 +139,10 @@ pub fn service_policy(cfg: &TracePort, opt_out: &str) -> Option<Policy> {
              that automatic protocol selection does not take it for HTTP.\n{what}"
         ),
         resource: Resource::SERVICES,
-        conditions: vec![opt_out_condition(opt_out)],
+        conditions: vec![
+            opt_out_condition(opt_out),
+            changes_something(&changes, &variables),
+        ],
         variables,
         mutations,
         notes: Vec::new(),
@@ -157,6 +175,27 @@ pub fn pod_policy(cfg: &TracePort, opt_out: &str) -> Option<Policy> {
             declares_protocol("p.name", true)
         )
     };
+    let variables = vec![
+        Variable::new(
+            "podPortNames",
+            "Every port name of the pod's containers and init containers.",
+            "(object.?spec.?containers.orValue([]) + object.?spec.?initContainers.orValue([]))\n  \
+             .map(c, c.?ports.orValue([]).filter(p, has(p.name)).map(p, p.name)).flatten()",
+        ),
+        Variable::new(
+            "renames",
+            "Container ports to rename, before the uniqueness check, containers first, then\n\
+             init containers, each in order.",
+            &format!(
+                "{} +\n{}",
+                candidates("containers"),
+                candidates("initContainers")
+            ),
+        ),
+    ];
+    // A rename is made exactly when some candidate's new name is not taken (the first
+    // candidate with that name gets it).
+    let renames_one = "variables.renames.exists(c, !(c.name in variables.podPortNames))".to_owned();
     Some(Policy {
         rule: "trace-port-pods",
         about:
@@ -165,25 +204,11 @@ pub fn pod_policy(cfg: &TracePort, opt_out: &str) -> Option<Policy> {
                 container port name (15 characters at most) not taken in the pod."
                 .into(),
         resource: Resource::PODS,
-        conditions: vec![opt_out_condition(opt_out)],
-        variables: vec![
-            Variable::new(
-                "podPortNames",
-                "Every port name of the pod's containers and init containers.",
-                "(object.?spec.?containers.orValue([]) + object.?spec.?initContainers.orValue([]))\n  \
-                 .map(c, c.?ports.orValue([]).filter(p, has(p.name)).map(p, p.name)).flatten()",
-            ),
-            Variable::new(
-                "renames",
-                "Container ports to rename, before the uniqueness check, containers first, then\n\
-                 init containers, each in order.",
-                &format!(
-                    "{} +\n{}",
-                    candidates("containers"),
-                    candidates("initContainers")
-                ),
-            ),
+        conditions: vec![
+            opt_out_condition(opt_out),
+            changes_something(&[renames_one], &variables),
         ],
+        variables,
         mutations: vec![Mutation {
             kind: PatchKind::JsonPatch,
             comment:
@@ -259,4 +284,24 @@ pub fn protocol_prefix(name: &str) -> Option<&'static str> {
         })
         .max_by_key(|p| p.len())
         .copied()
+}
+
+/// The matchCondition of a policy whose mutations each patch only where their test
+/// (`changes`, one per mutation) holds.
+fn changes_something(changes: &[String], variables: &[Variable]) -> Condition {
+    let any = if changes.len() == 1 {
+        changes[0].clone()
+    } else {
+        changes
+            .iter()
+            .map(|c| format!("({c})"))
+            .collect::<Vec<_>>()
+            .join(" ||\n")
+    };
+    only_when(
+        "changes-something",
+        "an object a mutation below changes",
+        &any,
+        variables,
+    )
 }

@@ -540,7 +540,7 @@ def install_policies(config_file, selector, tag):
         created_cluster.append((d["kind"].lower(), d["metadata"]["name"]))
         names.append(d["metadata"]["name"])
     apply(docs)
-    return out.stderr
+    return out.stderr, [n for d, n in zip(docs, names) if d["kind"] == "MutatingAdmissionPolicy"]
 
 
 def webhook_config(opt_out, url, name, selector):
@@ -754,6 +754,19 @@ def changed_count(objs, got, unchanged):
                if oid in got and oid in unchanged and diff(normalized(got[oid]), normalized(unchanged[oid])))
 
 
+def policy_invocations(names):
+    """The apiserver's own count of mutations it ran for each of these policies
+    (apiserver_mutating_admission_policy_check_total, one per mutation run, whatever
+    its outcome), summed over bindings and outcomes."""
+    text = kubectl("get", "--raw", "/metrics").stdout
+    out = dict.fromkeys(names, 0)
+    for line in text.splitlines():
+        m = re.match(r'apiserver_mutating_admission_policy_check_total\{[^}]*policy="([^"]+)"[^}]*\} (\d+)', line)
+        if m and m.group(1) in out:
+            out[m.group(1)] += int(m.group(2))
+    return out
+
+
 def webhook_lines(logfile, ns):
     lines = []
     for line in logfile.read_text().splitlines():
@@ -804,7 +817,7 @@ def run_profile(p):
     config_file.write_text(p.config_text or "# the built-in Datadog profile\n")
     objs, updates = p.objects()
     base = {f"{LABEL}/run": RUN, f"{LABEL}/profile": tag}
-    notes = install_policies(config_file, {**base, f"{LABEL}/policies": "yes"}, tag)
+    notes, policy_names = install_policies(config_file, {**base, f"{LABEL}/policies": "yes"}, tag)
     for n in notes.splitlines():
         log(f"     {tag}: {n}")
     _, url, health, logfile = start_webhook(config_file, tag)
@@ -882,13 +895,33 @@ def run_profile(p):
     changed = changed_count(objs, got_hook, off_hook)
     untouched = sum(1 for oid, _, o in objs if oid in off_pol and
                     (off_pol[oid]["metadata"].get("labels") or {}) == (o["metadata"].get("labels") or {}))
+    # (d) what the policies leave as it is never reaches their patches: each policy's
+    # matchConditions stop it first, so the apiserver neither encodes and patches the
+    # object nor runs the policies a second time. Counted by the apiserver itself.
+    unchanged = [(oid, d, o) for oid, d, o in objs if oid in got_pol and oid in off_pol
+                 and not diff(normalized(got_pol[oid]), normalized(off_pol[oid]))]
+    ns_pol_again = f"{PREFIX}-{tag}-pol-again"
+    spaces[ns_pol_again] = spaces[ns_pol]
+    namespace(ns_pol_again, spaces[ns_pol])
+    before_inv = policy_invocations(policy_names)
+    create_all(ns_pol_again, unchanged)
+    moved = {n: c - before_inv[n] for n, c in policy_invocations(policy_names).items() if c != before_inv[n]}
+    if not unchanged:
+        bad(f"{tag}: no object was left unchanged by the policies; the check needs some")
+    elif moved:
+        bad(f"{tag}: the policies ran their mutations on objects they do not change "
+            f"({len(unchanged)} such objects created; invocations {moved})")
+    else:
+        ok(f"{tag}: {len(unchanged)} objects the policies do not change: no policy mutation ran")
+
     log(f"---- {tag}: {len(objs)} objects + {len(updates)} updates; the rules changed "
         f"{changed} of them; {len(only_webhook)} left to the webhook by the policies; with both "
         f"installed the webhook answered {len(lines)} admissions, {len(patched)} with a patch "
         f"(rules_applied delta {delta}); opted-out namespaces: {untouched} of {len(off_pol)} "
         f"stored objects kept the labels they were sent with; {len(objs) - len(got_hook_created)} "
-        f"objects refused by the apiserver's validation either way")
-    for ns in (ns_pol, ns_hook, ns_both, ns_pol_off, ns_hook_off):
+        f"objects refused by the apiserver's validation either way; the {len(unchanged)} objects "
+        f"the policies leave as they are, created again, ran {sum(moved.values())} policy mutations")
+    for ns in (ns_pol, ns_hook, ns_both, ns_pol_off, ns_hook_off, ns_pol_again):
         cleanup_namespace(ns)
     found = interference(spaces)
     if found:
