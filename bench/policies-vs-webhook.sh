@@ -17,6 +17,11 @@
 # round trip, or the CEL), which the wall time's noise (etcd, kubectl) hides.
 #
 #   bench/policies-vs-webhook.sh             # 3 rounds of 500 + 500
+#   OBJECTS=unrelated bench/policies-vs-webhook.sh
+#                                            # Services without the trace port and CronJobs
+#                                            # whose pod template has its app label: what
+#                                            # most of a cluster's objects are; nothing may
+#                                            # change, and the cost is the filtering
 #   ROUNDS=3 COUNT=200 bench/policies-vs-webhook.sh
 #   TRACEPATCH_BIN=target/release/tracepatch bench/policies-vs-webhook.sh
 #                                            # default: the fast-release build (optimized,
@@ -32,6 +37,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="${POLICIES_SHARED:-$REPO/../shared}"
 ROUNDS="${ROUNDS:-3}"
 COUNT="${COUNT:-500}"
+OBJECTS="${OBJECTS:-relevant}"
+[[ $OBJECTS == relevant || $OBJECTS == unrelated ]] || { echo "OBJECTS: relevant or unrelated" >&2; exit 2; }
 # shellcheck source=/dev/null
 [[ -r "$SHARED/k8s-local/env.sh" ]] && source "$SHARED/k8s-local/env.sh"
 K="${K:-}"
@@ -82,21 +89,17 @@ cleanup() {
 trap cleanup EXIT
 
 # --- the objects ----------------------------------------------------------------------
-for ((i = 0; i < COUNT; i++)); do
-  cat <<EOF
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: svc-$i
-spec:
-  clusterIP: None
-  selector: {app: datadog-agent}
-  ports:
-    - {name: dogstatsdport, port: 8125, protocol: UDP}
-    - {name: traceport, port: 8126, protocol: TCP}
-EOF
-done >"$TMP/services.yaml"
+service() { # service NAME: the agent's Service (relevant, and the probe) or a web Service
+  if [[ $OBJECTS == relevant || $1 == probe ]]; then
+    printf -- '---\napiVersion: v1\nkind: Service\nmetadata:\n  name: %s\nspec:\n  clusterIP: None\n  selector: {app: datadog-agent}\n  ports:\n    - {name: dogstatsdport, port: 8125, protocol: UDP}\n    - {name: traceport, port: 8126, protocol: TCP}\n' "$1"
+  else
+    printf -- '---\napiVersion: v1\nkind: Service\nmetadata:\n  name: %s\nspec:\n  clusterIP: None\n  selector: {app: web}\n  ports:\n    - {name: metrics, port: 9090, protocol: UDP}\n    - {name: http, port: 8080, protocol: TCP}\n' "$1"
+  fi
+}
+# Relevant: no app label anywhere; unrelated: the pod template has one.
+TEMPLATE_LABELS=""
+[[ $OBJECTS == unrelated ]] && TEMPLATE_LABELS="metadata: {labels: {app: shop-job}}"
+for ((i = 0; i < COUNT; i++)); do service "svc-$i"; done >"$TMP/services.yaml"
 for ((i = 0; i < COUNT; i++)); do
   cat <<EOF
 ---
@@ -109,6 +112,7 @@ spec:
   jobTemplate:
     spec:
       template:
+        $TEMPLATE_LABELS
         spec:
           restartPolicy: Never
           containers: [{name: job, image: shop/job:1}]
@@ -166,7 +170,7 @@ for s in none policies webhook; do
 done
 
 # Wait until the policies and the webhook act (policies load asynchronously).
-one_svc="$(sed -n '2,12p' "$TMP/services.yaml")"
+one_svc="$(service probe)"
 for s in policies webhook; do
   for _ in $(seq 1 60); do
     got="$(echo "$one_svc" | kubectl create --dry-run=server -n "$NS_PREFIX-$s" -f - -o jsonpath='{.spec.ports[1].appProtocol}' 2>/dev/null || true)"
@@ -187,15 +191,15 @@ plugin_seconds() {
     /^apiserver_admission_controller_admission_duration_seconds_sum\{name="MutatingAdmission(Policy|Webhook)",operation="CREATE",rejected="false",type="admit"\}/ { s += $2 }
     END { printf "%.6f\n", s }'
 }
-check() {     # check NS KIND SETUP: every object mutated (or, for none, none)
+check() {     # check NS KIND SETUP: every object mutated (or, for none or unrelated, none)
   local ns="$1" kind="$2" setup="$3" n
   if [[ $kind == services ]]; then
-    n="$(kubectl get -n "$ns" services -o json | jq '[.items[] | select(.spec.ports[1].appProtocol == "tcp")] | length')"
+    n="$(kubectl get -n "$ns" services -o json | jq '[.items[] | select(.spec.ports[1].appProtocol != null)] | length')"
   else
-    n="$(kubectl get -n "$ns" cronjobs.batch -o json | jq '[.items[] | select(.spec.jobTemplate.spec.template.metadata.labels.app != null)] | length')"
+    n="$(kubectl get -n "$ns" cronjobs.batch -o json | jq '[.items[] | select(.spec.jobTemplate.metadata.labels.app != null)] | length')"
   fi
   local want="$COUNT"
-  [[ $setup == none ]] && want=0
+  [[ $setup == none || $OBJECTS == unrelated ]] && want=0
   if [[ "$n" != "$want" ]]; then
     echo "round check failed: $kind in $setup: $n of $COUNT mutated, expected $want" >&2
     exit 1
@@ -234,7 +238,7 @@ done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 echo
-echo "$(date -u +%Y-%m-%d), $(nproc) cores, apiserver $(kubectl get --raw /version | jq -r .gitVersion), $ROUNDS rounds of $COUNT per kind, median batch time:"
+echo "$(date -u +%Y-%m-%d), $(nproc) cores, apiserver $(kubectl get --raw /version | jq -r .gitVersion), $OBJECTS objects, $ROUNDS rounds of $COUNT per kind, median batch time:"
 echo
 echo "| objects | setup | seconds per batch | ms per object | vs none | ms per object in the mutating admission plugins (apiserver metrics) |"
 echo "|---|---|---:|---:|---:|---:|"
