@@ -311,7 +311,11 @@ fn inlined_variables_keep_literals_word_boundaries_and_order() {
     let vars = [
         Variable::new("ports", "", "object.?spec.?ports.orValue([])"),
         Variable::new("portNames", "", "variables.ports.map(p, p.name)"),
-        Variable::new("renames", "", "variables.portNames.filter(n, n != \"variables.ports\")"),
+        Variable::new(
+            "renames",
+            "",
+            "variables.portNames.filter(n, n != \"variables.ports\")",
+        ),
     ];
     assert_eq!(
         inline_variables("size(variables.renames) > 0", &vars),
@@ -320,12 +324,18 @@ fn inlined_variables_keep_literals_word_boundaries_and_order() {
     // A literal that reads like a reference, escaped quotes in it, an identifier that only
     // ends in "variables", and an unknown variable are all left as they are.
     assert_eq!(
-        inline_variables(r#""a\"variables.ports" + xvariables.ports + variables.other"#, &vars),
+        inline_variables(
+            r#""a\"variables.ports" + xvariables.ports + variables.other"#,
+            &vars
+        ),
         r#""a\"variables.ports" + xvariables.ports + variables.other"#
     );
     // A variable reads only the ones before it: a later one's name is not replaced there.
     assert_eq!(
-        inline_variables("variables.ports", &[Variable::new("ports", "", "variables.renames")]),
+        inline_variables(
+            "variables.ports",
+            &[Variable::new("ports", "", "variables.renames")]
+        ),
         "(variables.renames)"
     );
 }
@@ -335,7 +345,9 @@ fn every_policy_runs_its_mutations_only_where_they_change_something() {
     let configs = [
         Config::default(),
         config("tracePort:\n  mode: name\n  ports:\n    - {name: traceport, port: 8126}\n"),
-        config("tracePort:\n  renamePodPorts: true\n  ports:\n    - name: traceport\n    - port: 8126\n"),
+        config(
+            "tracePort:\n  renamePodPorts: true\n  ports:\n    - name: traceport\n    - port: 8126\n",
+        ),
         config(
             "tracePort:\n  mode: name\n  renamePodPorts: true\n  ports:\n    - name: traceport\n",
         ),
@@ -345,7 +357,9 @@ fn every_policy_runs_its_mutations_only_where_they_change_something() {
         let d = docs(&rendered(cfg, &Options::default()).yaml);
         for name in names(&d, "MutatingAdmissionPolicy") {
             let rule = name.trim_start_matches("tracepatch-");
-            let conditions = policy(&d, rule)["spec"]["matchConditions"].as_array().unwrap();
+            let conditions = policy(&d, rule)["spec"]["matchConditions"]
+                .as_array()
+                .unwrap();
             let last = conditions.last().unwrap();
             let expected = match rule {
                 "agent-sidecar" => "agent-pod",
@@ -356,7 +370,10 @@ fn every_policy_runs_its_mutations_only_where_they_change_something() {
             for c in conditions {
                 let cel = c["expression"].as_str().unwrap();
                 // The apiserver refuses a matchCondition that reads variables.
-                assert!(!outside_literals(cel).contains("variables."), "{name}: {cel}");
+                assert!(
+                    !outside_literals(cel).contains("variables."),
+                    "{name}: {cel}"
+                );
             }
             // No mutation keeps a branch that changes nothing: the condition decides.
             assert!(!all_cel(policy(&d, rule)).contains("Object{}"), "{name}");
